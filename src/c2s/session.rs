@@ -1,0 +1,305 @@
+//! The session actor of a bound client stream.
+//!
+//! It checks and stamps what the client sends (RFC 6120 8.1), hands iqs for
+//! the server to `xep`, the client's own presence to the router, and every
+//! other stanza to the router; it writes what the router delivers. A parser
+//! task feeds it stanzas and a writer task drains its bounded outbound queue,
+//! so a slow client can hold back neither the actor nor the node.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chorus_raft::Command;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::negotiate::{Bound, Reader, Writer};
+use super::transport::Activity;
+use super::C2s;
+use crate::im::presence;
+use crate::router::messages::{Deliver, Kick, PresenceChanged, Register, RouteStanza, SessionHandle, Unregister};
+use crate::xep::{self, IqContext};
+use crate::xmpp::element::Element;
+use crate::xmpp::error::{error_reply, stream_error_xml, StanzaErrorKind, StreamErrorKind};
+use crate::xmpp::ns;
+use crate::xmpp::stanza::{self, StanzaKind};
+use crate::xmpp::stream::{ReadError, StreamEvent};
+
+/// What the writer task writes.
+enum Outbound {
+    Xml(String),
+    /// Write this tail (a stream error and/or `</stream:stream>`) and close.
+    Close(String),
+}
+
+pub struct Session {
+    c2s: Arc<C2s>,
+    full_jid: jid::FullJid,
+    bare_jid: String,
+    session_id: String,
+    out: mpsc::Sender<Outbound>,
+    activity: Activity,
+    closing: bool,
+    pings_sent: u64,
+}
+
+/// Turn a bound stream into a running session.
+pub fn start(c2s: Arc<C2s>, reader: Reader, writer: Writer, activity: Activity, bound: Bound) {
+    let queue = c2s.settings.c2s.outbound_queue as usize;
+    let (out_tx, out_rx) = mpsc::channel(queue);
+    tokio::spawn(write_loop(writer, out_rx));
+    let (in_tx, in_rx) = mpsc::channel(16);
+    tokio::spawn(read_loop(reader, in_tx));
+    let arbiter = c2s.arbiter.clone();
+    Session::start_in_arbiter(&arbiter, move |ctx: &mut Context<Session>| {
+        ctx.set_mailbox_capacity(queue);
+        ctx.add_stream(ReceiverStream::new(in_rx));
+        Session {
+            bare_jid: bound.full_jid.to_bare().to_string(),
+            full_jid: bound.full_jid,
+            session_id: bound.session_id,
+            c2s,
+            out: out_tx,
+            activity,
+            closing: false,
+            pings_sent: 0,
+        }
+    });
+}
+
+/// The parser runs in its own task (its futures are not cancel-safe, so they
+/// stay out of any select) and stops at the first end or error.
+async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Result<StreamEvent, ReadError>>) {
+    loop {
+        let event = reader.next().await;
+        let last = !matches!(event, Ok(StreamEvent::Stanza(_)));
+        if tx.send(event).await.is_err() || last {
+            break;
+        }
+    }
+}
+
+async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Outbound>) {
+    const BATCH_BYTES: usize = 64 * 1024;
+    let mut buf = String::new();
+    'outer: while let Some(item) = rx.recv().await {
+        let mut closing = false;
+        let mut next = Some(item);
+        // Write everything already queued in one go: fewer syscalls and TLS records.
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Xml(xml) => buf.push_str(&xml),
+                Outbound::Close(tail) => {
+                    buf.push_str(&tail);
+                    closing = true;
+                    break;
+                }
+            }
+            if buf.len() < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writer.write_all(buf.as_bytes()).await.is_err() || writer.flush().await.is_err() {
+            break 'outer;
+        }
+        buf.clear();
+        if closing {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+impl Session {
+    fn handle(&self, ctx: &Context<Self>) -> SessionHandle {
+        SessionHandle {
+            full_jid: self.full_jid.to_string(),
+            session_id: self.session_id.clone(),
+            deliver: ctx.address().recipient(),
+            kick: ctx.address().recipient(),
+        }
+    }
+
+    fn send(&mut self, el: &Element, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        if self.out.try_send(Outbound::Xml(el.to_xml_in(ns::CLIENT))).is_err() {
+            tracing::warn!(jid = %self.full_jid, "outbound queue full; disconnecting slow client");
+            self.closing = true;
+            ctx.stop();
+        }
+    }
+
+    /// End the stream: an optional stream error, then `</stream:stream>`.
+    fn close(&mut self, error: Option<(StreamErrorKind, Option<String>)>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        let mut tail = String::new();
+        if let Some((kind, text)) = error {
+            self.c2s.stats.stream_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(jid = %self.full_jid, error = kind.name(), ?text, "closing stream with an error");
+            tail.push_str(&stream_error_xml(kind, text.as_deref()));
+        }
+        tail.push_str("</stream:stream>");
+        let _ = self.out.try_send(Outbound::Close(tail));
+        ctx.stop();
+    }
+
+    fn dispatch(&mut self, mut el: Element, ctx: &mut Context<Self>) {
+        let Some(kind) = stanza::kind(&el) else {
+            return self.close(Some((StreamErrorKind::UnsupportedStanzaType, None)), ctx);
+        };
+        // RFC 6120 8.1.2.1: the server stamps `from`; a client may not claim another.
+        if let Some(from) = el.attr("from") {
+            let ok = jid::Jid::new(from).is_ok_and(|j| j.as_str() == self.full_jid.as_str() || j.as_str() == self.bare_jid);
+            if !ok {
+                return self.close(Some((StreamErrorKind::InvalidFrom, None)), ctx);
+            }
+        }
+        el.set_attr("from", self.full_jid.to_string());
+        let to = match el.attr("to").map(jid::Jid::new) {
+            None => None,
+            Some(Ok(to)) => Some(to),
+            Some(Err(_)) => {
+                if el.attr("type") != Some("error") {
+                    let mut reply = error_reply(&el, StanzaErrorKind::JidMalformed, None);
+                    reply.remove_attr("from");
+                    self.send(&reply, ctx);
+                }
+                return;
+            }
+        };
+        if let Some(to) = &to {
+            el.set_attr("to", to.to_string());
+        }
+        match kind {
+            StanzaKind::Iq => self.iq(el, to, ctx),
+            StanzaKind::Presence if to.is_none() => self.own_presence(&el, ctx),
+            StanzaKind::Presence => self.c2s.router.do_send(RouteStanza(el)),
+            StanzaKind::Message => {
+                if to.is_none() {
+                    el.set_attr("to", self.bare_jid.clone());
+                }
+                self.c2s.router.do_send(RouteStanza(el));
+            }
+        }
+    }
+
+    fn iq(&mut self, el: Element, to: Option<jid::Jid>, ctx: &mut Context<Self>) {
+        if let Err(reason) = stanza::check_iq(&el) {
+            if !matches!(el.attr("type"), Some("result" | "error")) {
+                self.send(&error_reply(&el, StanzaErrorKind::BadRequest, Some(reason)), ctx);
+            }
+            return;
+        }
+        let for_server = match &to {
+            None => true,
+            Some(to) => to.as_str() == self.c2s.domain() || to.as_str() == self.bare_jid,
+        };
+        if !for_server {
+            return self.c2s.router.do_send(RouteStanza(el));
+        }
+        if matches!(el.attr("type"), Some("result" | "error")) {
+            // Answers to the server's own pings: the activity mark already counted them.
+            return;
+        }
+        let reply = xep::answer_server_iq(&el, &IqContext { domain: self.c2s.domain(), from: self.full_jid.as_str() });
+        let mut reply = reply;
+        if to.is_none() {
+            // Answered on behalf of the account: no `from` (RFC 6120 8.1.2.1).
+            reply.remove_attr("from");
+        }
+        self.send(&reply, ctx);
+    }
+
+    fn own_presence(&mut self, el: &Element, _: &mut Context<Self>) {
+        let Some(state) = presence::own_state(el) else { return };
+        self.c2s.router.do_send(PresenceChanged {
+            full_jid: self.full_jid.to_string(),
+            session_id: self.session_id.clone(),
+            available: state.available,
+            priority: state.priority,
+        });
+    }
+
+    /// XEP-0199: ping a silent client; close the stream if it stays silent.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.activity.idle();
+        let settings = &self.c2s.settings.c2s;
+        if idle >= Duration::from_secs(settings.idle_timeout_secs) {
+            self.close(Some((StreamErrorKind::ConnectionTimeout, Some("no traffic for too long".into()))), ctx);
+        } else if idle >= Duration::from_secs(settings.ping_interval_secs) {
+            self.pings_sent += 1;
+            let id = format!("c2s-ping-{}", self.pings_sent);
+            let ping = xep::ping::server_ping(self.c2s.domain(), self.full_jid.as_str(), &id);
+            self.send(&ping, ctx);
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.c2s.router.do_send(Register(self.handle(ctx)));
+        let settings = &self.c2s.settings.c2s;
+        let tick = Duration::from_secs(settings.ping_interval_secs.min(settings.idle_timeout_secs).max(2) / 2);
+        ctx.run_interval(tick, |act, ctx| act.check_idle(ctx));
+        tracing::debug!(jid = %self.full_jid, session = %self.session_id, "session started");
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let full_jid = self.full_jid.to_string();
+        self.c2s.router.do_send(Unregister { full_jid: full_jid.clone(), session_id: self.session_id.clone() });
+        let raft = self.c2s.raft.clone();
+        let session = self.session_id.clone();
+        // The route goes only if it is still ours: a newer bind may have replaced it.
+        tokio::spawn(async move {
+            if let Err(e) = raft.propose(Command::UnbindResource { full_jid: full_jid.clone(), session }).await {
+                tracing::warn!(jid = %full_jid, error = %e, "could not remove the route of a closed stream");
+            }
+        });
+        tracing::debug!(jid = %self.full_jid, session = %self.session_id, "session ended");
+    }
+}
+
+impl StreamHandler<Result<StreamEvent, ReadError>> for Session {
+    fn handle(&mut self, event: Result<StreamEvent, ReadError>, ctx: &mut Context<Self>) {
+        match event {
+            Ok(StreamEvent::Stanza(el)) => self.dispatch(el, ctx),
+            Ok(StreamEvent::Closed) => self.close(None, ctx),
+            Ok(StreamEvent::Header(_)) => {
+                self.close(Some((StreamErrorKind::BadFormat, Some("unexpected stream restart".into()))), ctx)
+            }
+            Err(ReadError::Stream { kind, text }) => self.close(Some((kind, text)), ctx),
+            Err(_) => {
+                self.closing = true;
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.send(&msg.0, ctx);
+    }
+}
+
+impl Handler<Kick> for Session {
+    type Result = ();
+    fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
+        self.close(Some((msg.condition, msg.text)), ctx);
+    }
+}

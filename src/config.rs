@@ -1,0 +1,495 @@
+//! Settings: every limit and address of a node, with its default in one place.
+//!
+//! Settings come, lowest precedence first, from the defaults below, a TOML file
+//! (`--config`), `CHORUS_*` environment variables, and command-line flags. All
+//! layers are merged as TOML tables and checked against the defaults' keys and
+//! types, so an unknown key or a value of the wrong type stops start-up with one
+//! line that names it. `docs/configuration.md` lists every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Fewer PBKDF2 iterations than this make stored SCRAM keys too cheap to attack.
+pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The XMPP domain this node serves.
+    pub domain: String,
+    /// Where the node keeps its id, admin token, certificate and Raft store.
+    pub data_dir: PathBuf,
+    pub c2s: C2sSettings,
+    pub tls: TlsSettings,
+    pub http: HttpSettings,
+    pub cluster: ClusterSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sSettings {
+    /// Client connections with STARTTLS (RFC 6120).
+    pub listen: String,
+    /// Client connections with direct TLS (XEP-0368).
+    pub tls_listen: String,
+    /// Allow SASL PLAIN and authentication before TLS (benchmarks only).
+    pub allow_plaintext_auth: bool,
+    /// Largest stanza accepted, in bytes; larger ones end the stream with policy-violation.
+    pub max_stanza_bytes: u64,
+    /// Deepest element nesting accepted inside a stanza.
+    pub max_depth: u64,
+    /// Most attributes accepted on one element.
+    pub max_attrs: u64,
+    /// Seconds a connection may take from connect to bound resource.
+    pub auth_timeout_secs: u64,
+    /// Seconds without any traffic after which the server pings the client (XEP-0199).
+    pub ping_interval_secs: u64,
+    /// Seconds without any traffic after which the stream is closed.
+    pub idle_timeout_secs: u64,
+    /// Stanzas waiting to be written to one client; a client that lets more pile up is disconnected.
+    pub outbound_queue: u64,
+    /// Failed SASL attempts allowed on one connection before it is closed.
+    pub max_auth_failures: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain; empty: a self-signed one made on first start in DATA_DIR/tls.
+    pub cert: String,
+    /// PEM private key for `cert`.
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Admin API (`/api/v1/...`) and metrics.
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Raft RPC between nodes.
+    pub listen: String,
+    /// Build a Raft snapshot after this many log entries since the last one.
+    pub snapshot_threshold: u64,
+    /// Log entries kept behind a snapshot before they are purged.
+    pub logs_to_keep: u64,
+    /// Most commands packed into one Raft log entry.
+    pub max_batch: u64,
+    /// Raft heartbeat interval, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout range, milliseconds.
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// PBKDF2 iterations for new SCRAM keys (at least 4096).
+    pub scram_iterations: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// tracing filter, e.g. "info" or "chorus=debug,openraft=warn".
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("./data"),
+            c2s: C2sSettings::default(),
+            tls: TlsSettings::default(),
+            http: HttpSettings::default(),
+            cluster: ClusterSettings::default(),
+            auth: AuthSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for C2sSettings {
+    fn default() -> Self {
+        C2sSettings {
+            listen: "127.0.0.1:5222".into(),
+            tls_listen: "127.0.0.1:5223".into(),
+            allow_plaintext_auth: false,
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 32,
+            max_attrs: 64,
+            auth_timeout_secs: 30,
+            ping_interval_secs: 120,
+            idle_timeout_secs: 300,
+            outbound_queue: 1024,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings { cert: String::new(), key: String::new() }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings { listen: "127.0.0.1:5280".into() }
+    }
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            listen: "127.0.0.1:7070".into(),
+            snapshot_threshold: 5000,
+            logs_to_keep: 1000,
+            max_batch: 1024,
+            heartbeat_ms: 250,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings { scram_iterations: MIN_SCRAM_ITERATIONS as u64 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { filter: "info,openraft=warn".into() }
+    }
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("unknown setting `{key}` (from {source}); see docs/configuration.md for the list")]
+    UnknownKey { key: String, source: String },
+    #[error("setting `{key}` (from {source}) must be {expected}, got {got}")]
+    BadType { key: String, source: String, expected: &'static str, got: String },
+    #[error("setting `{key}`: {message}")]
+    BadValue { key: String, message: String },
+    #[error("cannot read config file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// One layer of settings given as dotted keys with raw string values (env, flags).
+pub type Overrides = Vec<(String, String, String)>; // (key, value, source)
+
+/// The addresses and limits of a validated `Settings`, parsed once.
+#[derive(Clone, Debug)]
+pub struct Addresses {
+    pub c2s: SocketAddr,
+    pub c2s_tls: SocketAddr,
+    pub http: SocketAddr,
+    pub cluster: SocketAddr,
+}
+
+impl Settings {
+    /// Merge the layers and check every key and value.
+    pub fn load(file: Option<&str>, env: &Overrides, flags: &Overrides) -> Result<Settings, ConfigError> {
+        let defaults = default_table();
+        let mut merged = defaults.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+                path: path.into(),
+                message: e.message().to_string(),
+            })?;
+            merge_file(&defaults, &mut merged, &table, "", &format!("file {path}"))?;
+        }
+        for (key, value, source) in env.iter().chain(flags.iter()) {
+            set_dotted(&defaults, &mut merged, key, value, source)?;
+        }
+        let settings: Settings = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::BadValue { key: "?".into(), message: e.message().to_string() })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every dotted key with its default, in file order (for docs and env lookup).
+    pub fn keys() -> Vec<String> {
+        let mut out = Vec::new();
+        collect_keys(&default_table(), "", &mut out);
+        out
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.addresses()?;
+        if jid::BareJid::new(&self.domain).map(|j| j.node().is_some()).unwrap_or(true) {
+            return Err(ConfigError::BadValue {
+                key: "domain".into(),
+                message: format!("`{}` is not a valid XMPP domain", self.domain),
+            });
+        }
+        if self.auth.scram_iterations < MIN_SCRAM_ITERATIONS as u64 || self.auth.scram_iterations > u32::MAX as u64 {
+            return Err(ConfigError::BadValue {
+                key: "auth.scram_iterations".into(),
+                message: format!("must be at least {MIN_SCRAM_ITERATIONS}"),
+            });
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "tls.cert".into(),
+                message: "tls.cert and tls.key must be given together".into(),
+            });
+        }
+        let positive = [
+            ("c2s.max_stanza_bytes", self.c2s.max_stanza_bytes),
+            ("c2s.max_depth", self.c2s.max_depth),
+            ("c2s.max_attrs", self.c2s.max_attrs),
+            ("c2s.auth_timeout_secs", self.c2s.auth_timeout_secs),
+            ("c2s.ping_interval_secs", self.c2s.ping_interval_secs),
+            ("c2s.idle_timeout_secs", self.c2s.idle_timeout_secs),
+            ("c2s.outbound_queue", self.c2s.outbound_queue),
+            ("cluster.snapshot_threshold", self.cluster.snapshot_threshold),
+            ("cluster.max_batch", self.cluster.max_batch),
+            ("cluster.heartbeat_ms", self.cluster.heartbeat_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::BadValue { key: key.into(), message: "must be greater than 0".into() });
+            }
+        }
+        if self.cluster.election_min_ms <= self.cluster.heartbeat_ms
+            || self.cluster.election_max_ms <= self.cluster.election_min_ms
+        {
+            return Err(ConfigError::BadValue {
+                key: "cluster.election_min_ms".into(),
+                message: "need heartbeat_ms < election_min_ms < election_max_ms".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn addresses(&self) -> Result<Addresses, ConfigError> {
+        let parse = |key: &str, value: &str| -> Result<SocketAddr, ConfigError> {
+            value.parse().map_err(|_| ConfigError::BadValue {
+                key: key.into(),
+                message: format!("`{value}` is not an IP:PORT address"),
+            })
+        };
+        Ok(Addresses {
+            c2s: parse("c2s.listen", &self.c2s.listen)?,
+            c2s_tls: parse("c2s.tls_listen", &self.c2s.tls_listen)?,
+            http: parse("http.listen", &self.http.listen)?,
+            cluster: parse("cluster.listen", &self.cluster.listen)?,
+        })
+    }
+}
+
+/// `CHORUS_C2S_ALLOW_PLAINTEXT_AUTH` for `c2s.allow_plaintext_auth`.
+pub fn env_name(key: &str) -> String {
+    format!("CHORUS_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// The environment layer: every known key's `CHORUS_*` variable that is set.
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Overrides {
+    let vars: BTreeMap<String, String> = vars.collect();
+    Settings::keys()
+        .into_iter()
+        .filter_map(|key| {
+            let name = env_name(&key);
+            vars.get(&name).map(|v| (key, v.clone(), format!("environment {name}")))
+        })
+        .collect()
+}
+
+fn default_table() -> toml::Table {
+    match toml::Value::try_from(Settings::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => unreachable!("Settings serializes to a table"),
+    }
+}
+
+fn collect_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => collect_keys(t, &key, out),
+            _ => out.push(key),
+        }
+    }
+}
+
+fn type_name(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "a non-negative integer",
+        toml::Value::Float(_) => "a number",
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::Datetime(_) => "a date",
+        toml::Value::Array(_) => "a list",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+fn merge_file(
+    defaults: &toml::Table,
+    merged: &mut toml::Table,
+    file: &toml::Table,
+    prefix: &str,
+    source: &str,
+) -> Result<(), ConfigError> {
+    for (k, v) in file {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let Some(default) = defaults.get(k) else {
+            return Err(ConfigError::UnknownKey { key, source: source.into() });
+        };
+        match (default, v) {
+            (toml::Value::Table(d), toml::Value::Table(f)) => {
+                let Some(toml::Value::Table(m)) = merged.get_mut(k) else { unreachable!() };
+                merge_file(d, m, f, &key, source)?;
+            }
+            (toml::Value::Integer(_), toml::Value::Integer(i)) if *i < 0 => {
+                return Err(ConfigError::BadType {
+                    key,
+                    source: source.into(),
+                    expected: type_name(default),
+                    got: i.to_string(),
+                })
+            }
+            (d, f) if std::mem::discriminant(d) == std::mem::discriminant(f) => {
+                merged.insert(k.clone(), f.clone());
+            }
+            (d, f) => {
+                return Err(ConfigError::BadType {
+                    key,
+                    source: source.into(),
+                    expected: type_name(d),
+                    got: f.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_dotted(
+    defaults: &toml::Table,
+    merged: &mut toml::Table,
+    key: &str,
+    raw: &str,
+    source: &str,
+) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey { key: key.into(), source: source.into() };
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().ok_or_else(unknown)?;
+    let (mut d, mut m) = (defaults, merged);
+    for part in parts {
+        match (d.get(part), m.get_mut(part)) {
+            (Some(toml::Value::Table(dt)), Some(toml::Value::Table(mt))) => {
+                d = dt;
+                m = mt;
+            }
+            _ => return Err(unknown()),
+        }
+    }
+    let default = d.get(last).ok_or_else(unknown)?;
+    let bad = || ConfigError::BadType {
+        key: key.into(),
+        source: source.into(),
+        expected: type_name(default),
+        got: format!("`{raw}`"),
+    };
+    let value = match default {
+        toml::Value::String(_) => toml::Value::String(raw.into()),
+        toml::Value::Integer(_) => match raw.trim().parse::<i64>() {
+            Ok(i) if i >= 0 => toml::Value::Integer(i),
+            _ => return Err(bad()),
+        },
+        toml::Value::Boolean(_) => match raw.trim() {
+            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+            _ => return Err(bad()),
+        },
+        _ => return Err(unknown()),
+    };
+    m.insert(last.into(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(key: &str, value: &str) -> (String, String, String) {
+        (key.into(), value.into(), format!("flag --{key}"))
+    }
+
+    #[test]
+    fn defaults_are_the_zero_config_node() {
+        let s = Settings::load(None, &vec![], &vec![]).unwrap();
+        assert_eq!(s, Settings::default());
+        let a = s.addresses().unwrap();
+        assert_eq!(a.c2s.to_string(), "127.0.0.1:5222");
+        assert_eq!(a.http.to_string(), "127.0.0.1:5280");
+        assert_eq!(a.cluster.to_string(), "127.0.0.1:7070");
+    }
+
+    #[test]
+    fn flags_override_env_which_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(&path, "domain = \"file.example\"\n[c2s]\nmax_depth = 10\nmax_attrs = 5\n").unwrap();
+        let env = env_overrides(
+            [("CHORUS_C2S_MAX_DEPTH".to_string(), "20".to_string()), ("HOME".into(), "/x".into())].into_iter(),
+        );
+        let flags = vec![flag("domain", "flag.example")];
+        let s = Settings::load(Some(path.to_str().unwrap()), &env, &flags).unwrap();
+        assert_eq!(s.domain, "flag.example");
+        assert_eq!(s.c2s.max_depth, 20);
+        assert_eq!(s.c2s.max_attrs, 5);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(&path, "[c2s]\nmax_deepness = 10\n").unwrap();
+        let err = Settings::load(Some(path.to_str().unwrap()), &vec![], &vec![]).unwrap_err();
+        assert!(matches!(&err, ConfigError::UnknownKey { key, .. } if key == "c2s.max_deepness"), "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Settings::load(None, &vec![], &vec![flag("c2s.max_depth", "deep")]).unwrap_err();
+        assert!(err.to_string().contains("c2s.max_depth"), "{err}");
+        let err = Settings::load(None, &vec![], &vec![flag("c2s.listen", "nowhere")]).unwrap_err();
+        assert!(err.to_string().contains("c2s.listen"), "{err}");
+        let err = Settings::load(None, &vec![], &vec![flag("auth.scram_iterations", "100")]).unwrap_err();
+        assert!(err.to_string().contains("auth.scram_iterations"), "{err}");
+        let err = Settings::load(None, &vec![], &vec![flag("domain", "a@b")]).unwrap_err();
+        assert!(err.to_string().contains("domain"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(&path, "[c2s]\nallow_plaintext_auth = \"yes\"\n").unwrap();
+        let err = Settings::load(Some(path.to_str().unwrap()), &vec![], &vec![]).unwrap_err();
+        assert!(err.to_string().contains("c2s.allow_plaintext_auth"), "{err}");
+    }
+
+    #[test]
+    fn every_key_has_an_env_name() {
+        assert!(Settings::keys().contains(&"c2s.allow_plaintext_auth".to_string()));
+        assert_eq!(env_name("c2s.allow_plaintext_auth"), "CHORUS_C2S_ALLOW_PLAINTEXT_AUTH");
+    }
+}

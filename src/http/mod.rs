@@ -1,0 +1,3 @@
+//! HTTP: the admin API (and, in later issues, BOSH, WebSocket and metrics).
+
+pub mod api;

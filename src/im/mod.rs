@@ -1,0 +1,5 @@
+//! Instant messaging rules of RFC 6121: where stanzas for a user go, and a
+//! resource's own presence.
+
+pub mod delivery;
+pub mod presence;

@@ -1,0 +1,14 @@
+//! Chorus: a clustered XMPP server on Raft. See docs/architecture.md for the
+//! map of the code; dependencies point one way, from `cli` down to `xmpp`.
+
+pub mod auth;
+pub mod c2s;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod im;
+pub mod node;
+pub mod router;
+pub mod user;
+pub mod xep;
+pub mod xmpp;

@@ -1,0 +1,113 @@
+//! The node's own files in its data dir: identity, admin token, API address.
+//!
+//! These are made once and kept, so that a restarted node is the same node
+//! (DESIGN decision 3) and the CLI on the same host can find and reach it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+pub const NODE_ID_FILE: &str = "node_id";
+pub const TOKEN_FILE: &str = "admin.token";
+pub const API_FILE: &str = "api.json";
+
+/// Write a file readable by the owner only (mode 0600), atomically.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The node's id, made on first start. Zero is never used: openraft and the
+/// routing table treat ids as opaque, but a zero id is an easy mistake to spot.
+pub fn node_id(data_dir: &Path) -> Result<u64> {
+    let path = data_dir.join(NODE_ID_FILE);
+    if path.exists() {
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return text
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("{} is corrupt: expected a number, found `{}`", path.display(), text.trim()));
+    }
+    let id = rand::rng().random_range(1..(1u64 << 53));
+    write_private(&path, format!("{id}\n").as_bytes())?;
+    Ok(id)
+}
+
+/// The admin API token, made on first start (mode 0600).
+pub fn admin_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    if path.exists() {
+        let token = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let token = token.trim().to_string();
+        if token.len() < 32 {
+            return Err(anyhow!("{} is corrupt: the token is too short", path.display()));
+        }
+        return Ok(token);
+    }
+    let bytes: [u8; 32] = rand::rng().random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, format!("{token}\n").as_bytes())?;
+    Ok(token)
+}
+
+/// What a running node tells local tools about itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiInfo {
+    pub url: String,
+    pub pid: u32,
+    pub node_id: u64,
+}
+
+pub fn api_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(API_FILE)
+}
+
+pub fn write_api_info(data_dir: &Path, info: &ApiInfo) -> Result<()> {
+    write_private(&api_file(data_dir), serde_json::to_string(info)?.as_bytes())
+}
+
+pub fn read_api_info(data_dir: &Path) -> Result<ApiInfo> {
+    let path = api_file(data_dir);
+    let text = fs::read_to_string(&path).map_err(|_| {
+        anyhow!(
+            "no running node found in {} (start one with `chorus serve --data-dir {}`, or give --api and --token)",
+            data_dir.display(),
+            data_dir.display()
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("{} is corrupt: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_token_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = node_id(dir.path()).unwrap();
+        assert_eq!(node_id(dir.path()).unwrap(), id);
+        let token = admin_token(dir.path()).unwrap();
+        assert_eq!(admin_token(dir.path()).unwrap(), token);
+        let mode = fs::metadata(dir.path().join(TOKEN_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,260 @@
+//! The router: delivers stanzas by their `to` address.
+//!
+//! Full JIDs bound on this node go straight to their session; everything else
+//! for a local account goes to that account's user actor, which applies the
+//! RFC 6121 delivery rules. The routing table itself lives in the replicated
+//! state machine; the router keeps only the handles of this node's sessions,
+//! and reacts to routing changes the state machine reports (a bind elsewhere
+//! that replaced one of ours ends ours with `<conflict/>`).
+
+pub mod messages;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chorus_raft::{RaftNode, StateEvent, StateReader};
+
+use crate::user::{self, UserActor};
+use crate::xmpp::element::Element;
+use crate::xmpp::error::{error_reply, StanzaErrorKind, StreamErrorKind};
+use crate::xmpp::stanza;
+use messages::*;
+
+pub struct Router {
+    node_id: u64,
+    domain: String,
+    state: StateReader,
+    sessions: HashMap<String, SessionHandle>,
+    users: HashMap<String, (Addr<UserActor>, usize)>,
+    stats: RouterStats,
+}
+
+impl Router {
+    pub fn new(node_id: u64, domain: String, state: StateReader) -> Self {
+        Router { node_id, domain, state, sessions: HashMap::new(), users: HashMap::new(), stats: RouterStats::default() }
+    }
+
+    /// Start the router and feed it the state machine's routing events.
+    pub fn start_with(raft: Arc<RaftNode>, domain: String) -> Addr<Router> {
+        let addr = Router::new(raft.node_id(), domain, raft.state()).start();
+        let mut events = raft.subscribe();
+        let router = addr.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(event) => router.do_send(Applied(event)),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "routing events lagged; reconciling sessions with the routing table");
+                        router.do_send(Reconcile);
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        addr
+    }
+
+    fn route(&mut self, ctx: &mut Context<Self>, stanza: Element) {
+        let Some(kind) = stanza::kind(&stanza) else { return };
+        let stanza_type = stanza.attr("type").unwrap_or(user::default_type(kind)).to_string();
+        let Some(to) = stanza.attr("to").and_then(|t| jid::Jid::new(t).ok()) else {
+            tracing::debug!("router got a stanza without a valid to; dropped");
+            return;
+        };
+        if to.domain().as_str() != self.domain {
+            // No server-to-server federation yet.
+            return self.bounce(ctx, &stanza, StanzaErrorKind::RemoteServerNotFound);
+        }
+        if to.node().is_none() {
+            tracing::debug!(to = %to, "stanza for the domain reached the router; dropped");
+            return;
+        }
+        let bare = to.to_bare().to_string();
+        self.stats.routed += 1;
+        if to.is_full() {
+            if let Some(handle) = self.sessions.get(to.as_str()) {
+                deliver_or_kick(handle, stanza);
+                return;
+            }
+        }
+        if let Some((user, _)) = self.users.get(&bare) {
+            user.do_send(user::ForUser { stanza, kind, missing_resource: to.is_full() });
+            return;
+        }
+        let decision = if self.state.user(&bare).is_none() {
+            crate::im::delivery::to_no_such_user(kind, &stanza_type)
+        } else if to.is_full() {
+            crate::im::delivery::to_missing_resource(kind, &stanza_type, &[])
+        } else {
+            crate::im::delivery::to_bare(kind, &stanza_type, &[])
+        };
+        tracing::debug!(to = %to, ?decision, "delivery decision");
+        match decision.0 {
+            crate::im::delivery::Verdict::Bounce(kind) => self.bounce(ctx, &stanza, kind),
+            crate::im::delivery::Verdict::Offline | crate::im::delivery::Verdict::HandleForUser => {
+                self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable)
+            }
+            _ => {}
+        }
+    }
+
+    fn bounce(&mut self, ctx: &mut Context<Self>, stanza: &Element, kind: StanzaErrorKind) {
+        if stanza.attr("type") == Some("error") || stanza.attr("from").is_none() {
+            return;
+        }
+        self.stats.bounced += 1;
+        let reply = error_reply(stanza, kind, None);
+        ctx.notify(RouteStanza(reply));
+    }
+
+    fn kick_session(&self, full_jid: &str, session_id: &str, condition: StreamErrorKind, text: &str) {
+        if let Some(handle) = self.sessions.get(full_jid) {
+            if handle.session_id == session_id {
+                handle.kick.do_send(Kick { condition, text: Some(text.to_string()) });
+            }
+        }
+    }
+}
+
+/// Hand a stanza to a session; a session whose queue is full is too slow to
+/// keep up and is disconnected rather than allowed to grow without bound.
+pub fn deliver_or_kick(handle: &SessionHandle, stanza: Element) {
+    if let Err(SendError::Full(_)) = handle.deliver.try_send(Deliver(stanza)) {
+        tracing::warn!(jid = %handle.full_jid, "outbound queue full; disconnecting slow client");
+        handle.kick.do_send(Kick {
+            condition: StreamErrorKind::PolicyViolation,
+            text: Some("too many stanzas waiting to be written".into()),
+        });
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+impl Handler<Register> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) {
+        let handle = msg.0;
+        let Ok(full) = jid::FullJid::new(&handle.full_jid) else { return };
+        let bare = full.to_bare().to_string();
+        if let Some(old) = self.sessions.insert(handle.full_jid.clone(), handle.clone()) {
+            if old.session_id != handle.session_id {
+                // The Raft event normally does this; this covers a lagged event stream.
+                old.kick.do_send(Kick {
+                    condition: StreamErrorKind::Conflict,
+                    text: Some("replaced by a new connection".into()),
+                });
+                self.users.entry(bare.clone()).and_modify(|(_, n)| *n = n.saturating_sub(1));
+            }
+        }
+        let router = ctx.address().recipient();
+        let entry = self.users.entry(bare.clone()).or_insert_with(|| (UserActor::new(bare, router).start(), 0));
+        entry.1 += 1;
+        entry.0.do_send(user::AddResource(handle));
+    }
+}
+
+impl Handler<Unregister> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+        if !self.sessions.get(&msg.full_jid).is_some_and(|h| h.session_id == msg.session_id) {
+            return;
+        }
+        self.sessions.remove(&msg.full_jid);
+        let Ok(full) = jid::FullJid::new(&msg.full_jid) else { return };
+        let bare = full.to_bare().to_string();
+        if let Some((user, count)) = self.users.get_mut(&bare) {
+            user.do_send(user::RemoveResource { full_jid: msg.full_jid, session_id: msg.session_id });
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                user.do_send(user::Stop);
+                self.users.remove(&bare);
+            }
+        }
+    }
+}
+
+impl Handler<PresenceChanged> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: PresenceChanged, _: &mut Context<Self>) {
+        let Ok(full) = jid::FullJid::new(&msg.full_jid) else { return };
+        if let Some((user, _)) = self.users.get(&full.to_bare().to_string()) {
+            user.do_send(msg);
+        }
+    }
+}
+
+impl Handler<RouteStanza> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: RouteStanza, ctx: &mut Context<Self>) {
+        self.route(ctx, msg.0);
+    }
+}
+
+impl Handler<ShutdownSessions> for Router {
+    type Result = ();
+    fn handle(&mut self, _: ShutdownSessions, _: &mut Context<Self>) {
+        for handle in self.sessions.values() {
+            handle.kick.do_send(Kick { condition: StreamErrorKind::SystemShutdown, text: None });
+        }
+    }
+}
+
+impl Handler<GetStats> for Router {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let mut stats = self.stats.clone();
+        stats.sessions = self.sessions.len();
+        stats.online_users = self.users.len();
+        MessageResult(stats)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Applied(StateEvent);
+
+impl Handler<Applied> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Applied, _: &mut Context<Self>) {
+        match msg.0 {
+            StateEvent::RouteReplaced { full_jid, old, new } => {
+                if old.node == self.node_id && old.session != new.session {
+                    self.kick_session(&full_jid, &old.session, StreamErrorKind::Conflict, "replaced by a new connection");
+                }
+            }
+            StateEvent::RouteRemoved { .. } => {}
+            StateEvent::UserDeleted { user } => {
+                let prefix = format!("{user}/");
+                for handle in self.sessions.values().filter(|h| h.full_jid.starts_with(&prefix)) {
+                    handle.kick.do_send(Kick {
+                        condition: StreamErrorKind::NotAuthorized,
+                        text: Some("account deleted".into()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Reconcile;
+
+impl Handler<Reconcile> for Router {
+    type Result = ();
+    fn handle(&mut self, _: Reconcile, _: &mut Context<Self>) {
+        for handle in self.sessions.values() {
+            let current = self.state.route(&handle.full_jid);
+            if current.is_none_or(|r| r.node != self.node_id || r.session != handle.session_id) {
+                handle.kick.do_send(Kick {
+                    condition: StreamErrorKind::Conflict,
+                    text: Some("replaced by a new connection".into()),
+                });
+            }
+        }
+    }
+}

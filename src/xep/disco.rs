@@ -1,0 +1,67 @@
+//! XEP-0030: Service Discovery for the server itself. Its feature list is
+//! gathered from every module in `SERVER_FEATURES`, so it advertises exactly
+//! what is implemented.
+
+use super::{payload, result_for, IqContext, IqFeature, SERVER_FEATURES};
+use crate::xmpp::element::Element;
+use crate::xmpp::error::{error_reply, StanzaErrorKind};
+use crate::xmpp::ns;
+
+pub struct Disco;
+
+impl IqFeature for Disco {
+    fn disco_features(&self) -> &'static [&'static str] {
+        &[ns::DISCO_INFO, ns::DISCO_ITEMS]
+    }
+
+    fn handle(&self, iq: &Element, _: &IqContext) -> Option<Element> {
+        if let Some(query) = payload(iq, "get", "query", ns::DISCO_INFO) {
+            if query.attr("node").is_some() {
+                return Some(error_reply(iq, StanzaErrorKind::ItemNotFound, None));
+            }
+            return Some(result_for(iq).with_child(server_info()));
+        }
+        if let Some(query) = payload(iq, "get", "query", ns::DISCO_ITEMS) {
+            if query.attr("node").is_some() {
+                return Some(error_reply(iq, StanzaErrorKind::ItemNotFound, None));
+            }
+            return Some(result_for(iq).with_child(Element::new("query", ns::DISCO_ITEMS)));
+        }
+        None
+    }
+}
+
+/// The server's identity and sorted, de-duplicated features.
+pub fn server_features() -> Vec<&'static str> {
+    let mut features: Vec<&'static str> = SERVER_FEATURES.iter().flat_map(|f| f.disco_features().iter().copied()).collect();
+    features.sort_unstable();
+    features.dedup();
+    features
+}
+
+fn server_info() -> Element {
+    let mut query = Element::new("query", ns::DISCO_INFO).with_child(
+        Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", "server")
+            .with_attr("type", "im")
+            .with_attr("name", "Chorus"),
+    );
+    for feature in server_features() {
+        query.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", feature));
+    }
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disco_lists_every_registered_feature_once() {
+        let f = server_features();
+        assert!(f.contains(&ns::PING) && f.contains(&ns::VERSION) && f.contains(&ns::DISCO_INFO));
+        let mut d = f.clone();
+        d.dedup();
+        assert_eq!(d, f);
+    }
+}
