@@ -1,0 +1,79 @@
+//! The one place that turns values into bytes: log entries, state-machine values, snapshots
+//! and cluster messages all go through `encode`/`decode`.
+//!
+//! Format: a 2-byte big-endian format version, then bincode 2 (serde mode, standard config).
+//! bincode 2.0.1 is marked unmaintained (RUSTSEC-2025-0141); keeping it behind this module
+//! lets us swap it for another encoding under a new version number.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::PROTOCOL_VERSION;
+
+/// The format version written by this build.
+pub const CODEC_VERSION: u16 = PROTOCOL_VERSION;
+/// The oldest format version this build still reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
+
+/// Largest value `decode` will materialise: matches the RPC frame cap so that a hostile
+/// length field cannot make us allocate more than a frame could carry.
+pub const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
+
+const HEADER_LEN: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("value is {len} bytes, too short for the {HEADER_LEN}-byte version header")]
+    MissingHeader { len: usize },
+    #[error(
+        "format version {found} is not supported by this node (it reads versions \
+         {OLDEST_READABLE_VERSION}..={CODEC_VERSION}); upgrade this node"
+    )]
+    UnknownVersion { found: u16 },
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    #[error("{extra} unexpected bytes after the encoded value")]
+    TrailingBytes { extra: usize },
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
+}
+
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let body = bincode::serde::encode_to_vec(value, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&CODEC_VERSION.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Length of `encode(value)` without building it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(HEADER_LEN + size.bytes_written)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(CodecError::MissingHeader { len: bytes.len() });
+    }
+    let version = u16::from_be_bytes([bytes[0], bytes[1]]);
+    if !(OLDEST_READABLE_VERSION..=CODEC_VERSION).contains(&version) {
+        return Err(CodecError::UnknownVersion { found: version });
+    }
+    let body = &bytes[HEADER_LEN..];
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::TrailingBytes {
+            extra: body.len() - used,
+        });
+    }
+    Ok(value)
+}

@@ -1,0 +1,140 @@
+//! Node settings and every internal limit, with their defaults, in one place.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::types::NodeId;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftConfig {
+    pub node_id: NodeId,
+    /// RocksDB lives in `data_dir/raft`.
+    pub data_dir: PathBuf,
+    /// The cluster RPC address this node listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_threshold: u64,
+    /// Entries kept after a snapshot before they are purged.
+    pub logs_to_keep: u64,
+    /// Most commands packed into one log entry.
+    pub max_batch: usize,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            node_id: 0,
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 7070)),
+            snapshot_threshold: 5000,
+            logs_to_keep: 1000,
+            max_batch: 1024,
+            heartbeat_ms: 250,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+        }
+    }
+}
+
+impl RaftConfig {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.max_batch == 0 {
+            return Err("max_batch must be at least 1".into());
+        }
+        if self.snapshot_threshold == 0 {
+            return Err("snapshot_threshold must be at least 1".into());
+        }
+        if self.election_min_ms <= self.heartbeat_ms {
+            return Err(format!(
+                "election_min_ms ({}) must be greater than heartbeat_ms ({})",
+                self.election_min_ms, self.heartbeat_ms
+            ));
+        }
+        if self.election_max_ms <= self.election_min_ms {
+            return Err(format!(
+                "election_max_ms ({}) must be greater than election_min_ms ({})",
+                self.election_max_ms, self.election_min_ms
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn openraft_config(&self) -> Result<openraft::Config, String> {
+        openraft::Config {
+            cluster_name: "chorus".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
+            max_in_snapshot_log_to_keep: self.logs_to_keep,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+
+    /// How long `start` waits for a leader to be known before returning anyway.
+    pub(crate) fn leader_wait(&self) -> Duration {
+        Duration::from_millis(self.election_max_ms * 5).max(LEADER_WAIT_MIN)
+    }
+}
+
+/// Capacity of the `subscribe()` broadcast channel; a slower subscriber sees `Lagged`.
+pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
+/// Proposals waiting for the proposer; callers wait (backpressure) when it is full.
+pub const PROPOSAL_QUEUE_CAPACITY: usize = 16 * 1024;
+/// Log entries the proposer keeps in flight at once; while they are in flight the next
+/// batch accumulates.
+pub const MAX_ENTRIES_IN_FLIGHT: usize = 1;
+/// Largest single command (encoded); a larger one is refused before it is proposed.
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
+/// The proposer stops adding commands to an entry once it holds this many bytes, so that an
+/// entry always fits in a replication frame.
+pub const MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
+/// A proposal that is not committed and applied within this time fails with `Timeout`
+/// (it may still commit later).
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on `ensure_linearizable` and `snapshot_now`.
+pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SNAPSHOT_BUILD_TIMEOUT: Duration = Duration::from_secs(60);
+pub const LEADER_WAIT_MIN: Duration = Duration::from_secs(5);
+/// How long `shutdown` waits for openraft to release the storage.
+pub const STORAGE_RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-chunk deadline of a snapshot transfer (openraft's default of 200 ms is too tight
+/// for a chunk that is fsynced on arrival).
+pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Snapshot transfer chunk; well below `MAX_FRAME_BYTES`.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// Entries per AppendEntries RPC: with `max_batch` commands per entry this keeps a
+/// replication message far below the frame cap.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+/// Snapshot data is stored in RocksDB values of at most this size.
+pub const SNAPSHOT_STORE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// WAL kept before RocksDB flushes the column families that pin it: rarely written
+/// families (vote, snapshot) would otherwise keep old WAL files for a long time.
+pub const MAX_TOTAL_WAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Largest RPC frame accepted or sent.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Largest hello frame accepted before the peer has identified itself.
+pub const MAX_HELLO_BYTES: usize = 1024;
+/// A peer must send its hello within this time.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// An inbound connection on which no complete frame arrives for this long is closed, so
+/// that connections from vanished peers do not hold slots forever.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on establishing a connection (TCP connect plus hello exchange).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Inbound cluster connections served at once; more are closed at accept.
+pub const MAX_INBOUND_CONNECTIONS: usize = 256;
+/// Idle outbound connections kept per peer for reuse.
+pub const MAX_IDLE_CONNECTIONS_PER_PEER: usize = 4;

@@ -1,0 +1,126 @@
+//! The calling side of one cluster connection.
+
+use std::io;
+
+use tokio::net::TcpStream;
+
+use super::frame::{read_frame, write_frame};
+use super::messages::{Hello, HelloReply, RpcRequest, RpcResponse};
+use crate::codec::{self, CodecError};
+use crate::config::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_HELLO_BYTES};
+use crate::types::{NodeId, PROTOCOL_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {addr}: {source}")]
+    Io { addr: String, source: io::Error },
+    #[error("timed out connecting to {addr}")]
+    Timeout { addr: String },
+    #[error("node at {addr} refused the connection: {reason}")]
+    Refused { addr: String, reason: String },
+    #[error("{addr} answered as node {actual}, not node {expected}")]
+    WrongNode {
+        addr: String,
+        expected: NodeId,
+        actual: NodeId,
+    },
+    #[error("hello exchange with {addr}: {source}")]
+    Codec { addr: String, source: CodecError },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("request of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte frame limit")]
+    TooLarge { len: usize },
+    #[error("peer could not decode the request: {0}")]
+    BadRequest(String),
+}
+
+/// A connection on which the hello exchange succeeded: the peer is the node we meant.
+pub struct PeerConnection {
+    stream: TcpStream,
+    peer: NodeId,
+    addr: String,
+}
+
+impl PeerConnection {
+    /// Connects to `addr` as node `from`, expecting to reach node `to`. Bounded by
+    /// `CONNECT_TIMEOUT`.
+    pub async fn connect(addr: &str, from: NodeId, to: NodeId) -> Result<Self, ConnectError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_unbounded(addr, from, to)).await {
+            Ok(res) => res,
+            Err(_) => Err(ConnectError::Timeout { addr: addr.into() }),
+        }
+    }
+
+    async fn connect_unbounded(addr: &str, from: NodeId, to: NodeId) -> Result<Self, ConnectError> {
+        let io_err = |source| ConnectError::Io {
+            addr: addr.into(),
+            source,
+        };
+        let codec_err = |source| ConnectError::Codec {
+            addr: addr.into(),
+            source,
+        };
+        let mut stream = TcpStream::connect(addr).await.map_err(io_err)?;
+        stream.set_nodelay(true).map_err(io_err)?;
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            from,
+            to,
+        };
+        write_frame(&mut stream, &codec::encode(&hello).map_err(codec_err)?)
+            .await
+            .map_err(io_err)?;
+        let reply = read_frame(&mut stream, MAX_HELLO_BYTES)
+            .await
+            .map_err(io_err)?;
+        match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
+            HelloReply::Accepted { node, .. } if node == to => Ok(PeerConnection {
+                stream,
+                peer: node,
+                addr: addr.into(),
+            }),
+            HelloReply::Accepted { node, .. } => Err(ConnectError::WrongNode {
+                addr: addr.into(),
+                expected: to,
+                actual: node,
+            }),
+            HelloReply::Refused { reason } => Err(ConnectError::Refused {
+                addr: addr.into(),
+                reason,
+            }),
+        }
+    }
+
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one request and waits for its response. Not cancel-safe: a connection whose
+    /// call was abandoned must be dropped.
+    pub async fn call(&mut self, request: &RpcRequest) -> Result<RpcResponse, CallError> {
+        let payload = codec::encode(request)?;
+        self.call_encoded(&payload).await
+    }
+
+    pub(crate) async fn call_encoded(&mut self, payload: &[u8]) -> Result<RpcResponse, CallError> {
+        if payload.len() > MAX_FRAME_BYTES {
+            return Err(CallError::TooLarge { len: payload.len() });
+        }
+        write_frame(&mut self.stream, payload).await?;
+        let frame = read_frame(&mut self.stream, MAX_FRAME_BYTES).await?;
+        match codec::decode::<RpcResponse>(&frame)? {
+            RpcResponse::BadRequest(reason) => Err(CallError::BadRequest(reason)),
+            resp => Ok(resp),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The cluster RPC transport: TCP, length-prefixed frames, a hello that names the node the
+//! caller means to reach, then request/response pairs (AppendEntries, Vote,
+//! InstallSnapshot chunks).
+
+mod connection;
+pub mod frame;
+pub mod messages;
+pub(crate) mod server;
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RPCTypes};
+use tokio::time::Instant;
+
+pub use self::connection::{CallError, ConnectError, PeerConnection};
+pub use self::messages::{Hello, HelloReply, RpcRequest, RpcResponse};
+pub use self::server::check_hello;
+use crate::codec;
+use crate::config::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_IDLE_CONNECTIONS_PER_PEER};
+use crate::types::{NodeId, TypeConfig};
+
+type Rpc<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+/// Idle connections by (node id, address): a connection is only reused for the node and
+/// address it was opened to.
+type IdlePool = Arc<Mutex<HashMap<(NodeId, String), Vec<PeerConnection>>>>;
+
+/// openraft's network factory: one `PeerClient` per target, sharing idle connections.
+#[derive(Clone)]
+pub struct Network {
+    node_id: NodeId,
+    idle: IdlePool,
+}
+
+impl Network {
+    pub fn new(node_id: NodeId) -> Self {
+        Network {
+            node_id,
+            idle: Arc::default(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            from: self.node_id,
+            target,
+            node: node.clone(),
+            conn: None,
+            idle: self.idle.clone(),
+        }
+    }
+}
+
+pub struct PeerClient {
+    from: NodeId,
+    target: NodeId,
+    node: BasicNode,
+    conn: Option<PeerConnection>,
+    idle: IdlePool,
+}
+
+enum Failure {
+    Unreachable(ConnectError),
+    Call(CallError),
+    Timeout(Duration),
+}
+
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = idle
+                .entry((self.target, self.node.addr.clone()))
+                .or_default();
+            if slot.len() < MAX_IDLE_CONNECTIONS_PER_PEER {
+                slot.push(conn);
+            }
+        }
+    }
+}
+
+impl PeerClient {
+    fn take_idle(&self) -> Option<PeerConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get_mut(&(self.target, self.node.addr.clone()))?.pop()
+    }
+
+    /// One request/response within `ttl`. A reused connection that fails is replaced by a
+    /// fresh one once: the peer may have restarted since it was last used.
+    async fn call(&mut self, request: RpcRequest, ttl: Duration) -> Result<RpcResponse, Failure> {
+        let deadline = Instant::now() + ttl;
+        let payload = codec::encode(&request).map_err(|e| Failure::Call(e.into()))?;
+        if payload.len() > MAX_FRAME_BYTES {
+            return Err(Failure::Call(CallError::TooLarge { len: payload.len() }));
+        }
+        let mut retried = false;
+        loop {
+            let reused = self.conn.take().or_else(|| self.take_idle());
+            let was_reused = reused.is_some();
+            let mut conn = match reused {
+                Some(c) => c,
+                None => {
+                    let budget = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(CONNECT_TIMEOUT);
+                    let connect = PeerConnection::connect(&self.node.addr, self.from, self.target);
+                    match tokio::time::timeout(budget, connect).await {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => return Err(Failure::Unreachable(e)),
+                        Err(_) => {
+                            return Err(Failure::Unreachable(ConnectError::Timeout {
+                                addr: self.node.addr.clone(),
+                            }))
+                        }
+                    }
+                }
+            };
+            // On timeout the connection is dropped with the future: its stream may still
+            // carry the late response.
+            match tokio::time::timeout_at(deadline, conn.call_encoded(&payload)).await {
+                Err(_) => return Err(Failure::Timeout(ttl)),
+                Ok(Ok(resp)) => {
+                    self.conn = Some(conn);
+                    return Ok(resp);
+                }
+                Ok(Err(CallError::Io(e))) if was_reused && !retried => {
+                    tracing::debug!(node = self.from, target = self.target, error = %e,
+                        "reused cluster connection failed; reconnecting");
+                    retried = true;
+                }
+                Ok(Err(e)) => return Err(Failure::Call(e)),
+            }
+        }
+    }
+
+    fn rpc_error<E: Error>(&self, f: Failure, action: RPCTypes) -> RPCError<NodeId, BasicNode, E> {
+        match f {
+            Failure::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            Failure::Call(e) => RPCError::Network(NetworkError::new(&e)),
+            Failure::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.from,
+                target: self.target,
+                timeout,
+            }),
+        }
+    }
+
+    fn remote<E: Error>(&self, e: E) -> RPCError<NodeId, BasicNode, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.target,
+            self.node.clone(),
+            e,
+        ))
+    }
+
+    fn unexpected<E: Error>(&self, what: &str) -> RPCError<NodeId, BasicNode, E> {
+        let e = std::io::Error::other(format!(
+            "node {} answered a {what} request with another response type",
+            self.target
+        ));
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Rpc<AppendEntriesResponse<NodeId>> {
+        let entries = rpc.entries.len() as u64;
+        match self
+            .call(RpcRequest::AppendEntries(rpc), option.soft_ttl())
+            .await
+        {
+            Ok(RpcResponse::AppendEntries(r)) => r.map_err(|e| self.remote(e)),
+            Ok(_) => Err(self.unexpected("AppendEntries")),
+            // Ask openraft to send fewer entries per message; a single entry cannot shrink.
+            Err(Failure::Call(CallError::TooLarge { .. })) if entries > 1 => Err(
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)),
+            ),
+            Err(f) => Err(self.rpc_error(f, RPCTypes::AppendEntries)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Rpc<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        match self
+            .call(RpcRequest::InstallSnapshot(rpc), option.soft_ttl())
+            .await
+        {
+            Ok(RpcResponse::InstallSnapshot(r)) => r.map_err(|e| self.remote(e)),
+            Ok(_) => Err(self.unexpected("InstallSnapshot")),
+            Err(f) => Err(self.rpc_error(f, RPCTypes::InstallSnapshot)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Rpc<VoteResponse<NodeId>> {
+        match self.call(RpcRequest::Vote(rpc), option.soft_ttl()).await {
+            Ok(RpcResponse::Vote(r)) => r.map_err(|e| self.remote(e)),
+            Ok(_) => Err(self.unexpected("Vote")),
+            Err(f) => Err(self.rpc_error(f, RPCTypes::Vote)),
+        }
+    }
+}

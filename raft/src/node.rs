@@ -1,0 +1,335 @@
+//! `RaftNode`: storage, openraft, the RPC listener and the proposer of one node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::InitializeError;
+use openraft::{BasicNode, LogIdOptionExt, Raft};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::codec;
+use crate::config::{
+    RaftConfig, EVENT_CHANNEL_CAPACITY, MAX_COMMAND_BYTES, PROPOSAL_QUEUE_CAPACITY,
+    PROPOSE_TIMEOUT, READ_INDEX_TIMEOUT, SNAPSHOT_BUILD_TIMEOUT, STORAGE_RELEASE_TIMEOUT,
+};
+use crate::error::RaftError;
+use crate::network::{server, Network};
+use crate::proposer::{Proposal, Proposer, ProposerStats};
+use crate::reader::StateReader;
+use crate::storage::Storage;
+use crate::types::{Command, CommandResult, NodeId, StateEvent, TypeConfig};
+
+/// How a node with empty storage starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartMode {
+    /// A fresh node (no vote, no log) initialises a one-member cluster of itself, and
+    /// `start` waits (bounded) for a leader.
+    InitIfFresh,
+    /// A fresh node waits to be added to an existing cluster (`add_learner` from its
+    /// leader); `start` does not wait for a leader.
+    Join,
+}
+
+/// A snapshot of this node's Raft figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RaftStatus {
+    pub node_id: NodeId,
+    /// "Leader", "Follower", "Candidate", "Learner" or "Shutdown".
+    pub state: String,
+    pub current_term: u64,
+    pub current_leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    /// Index of the first entry still in the log: entries below it were purged (0 when
+    /// nothing was purged).
+    pub first_log_index: u64,
+    /// Voters of the effective membership.
+    pub membership: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Log entries proposed by this node's proposer.
+    pub entries_proposed: u64,
+    /// Commands carried by those entries.
+    pub commands_proposed: u64,
+}
+
+pub struct RaftNode {
+    node_id: NodeId,
+    listen_addr: SocketAddr,
+    raft: Raft<TypeConfig>,
+    storage: Storage,
+    reader: StateReader,
+    events: broadcast::Sender<StateEvent>,
+    proposals: mpsc::Sender<Proposal>,
+    stats: Arc<ProposerStats>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    shut_down: AtomicBool,
+}
+
+impl RaftNode {
+    /// Opens the storage, starts openraft and the RPC listener; a fresh node initialises a
+    /// one-member cluster of itself. Returns once a leader is known, or after a bounded wait.
+    pub async fn start(cfg: RaftConfig) -> Result<RaftNode, RaftError> {
+        Self::start_with(cfg, StartMode::InitIfFresh).await
+    }
+
+    pub async fn start_with(cfg: RaftConfig, mode: StartMode) -> Result<RaftNode, RaftError> {
+        cfg.validate().map_err(RaftError::Config)?;
+        let raft_config = Arc::new(cfg.openraft_config().map_err(RaftError::Config)?);
+        let node_id = cfg.node_id;
+
+        let storage = Storage::open_async(&cfg.data_dir.join("raft")).await?;
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        let log_store = storage.log_store();
+        let state_machine = storage.state_machine(events.clone()).await?;
+
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let listen_addr = listener.local_addr()?;
+
+        let raft = Raft::new(
+            node_id,
+            raft_config,
+            Network::new(node_id),
+            log_store,
+            state_machine,
+        )
+        .await?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            raft.clone(),
+            node_id,
+            shutdown_rx.clone(),
+        )));
+
+        let stats = Arc::new(ProposerStats::default());
+        let (proposals, queue) = mpsc::channel(PROPOSAL_QUEUE_CAPACITY);
+        let proposer = Proposer {
+            raft: raft.clone(),
+            node_id,
+            max_batch: cfg.max_batch,
+            client: rand::random(),
+            stats: stats.clone(),
+        };
+        tasks.push(tokio::spawn(proposer.run(queue, shutdown_rx)));
+
+        let node = RaftNode {
+            node_id,
+            listen_addr,
+            raft,
+            reader: storage.reader(),
+            storage,
+            events,
+            proposals,
+            stats,
+            shutdown_tx,
+            tasks: Mutex::new(tasks),
+            shut_down: AtomicBool::new(false),
+        };
+
+        let fresh = !node.raft.is_initialized().await?;
+        tracing::info!(node = node_id, %listen_addr, fresh, ?mode, "raft node started");
+        if mode == StartMode::InitIfFresh {
+            if fresh {
+                let members = BTreeMap::from([(node_id, BasicNode::new(listen_addr))]);
+                match node.raft.initialize(members).await {
+                    Ok(()) => tracing::info!(node = node_id, "initialised a one-node cluster"),
+                    // Another node's vote reached us first: we are part of a cluster already.
+                    Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                        tracing::info!(node = node_id, reason = %e, "not initialising")
+                    }
+                    Err(e) => return Err(RaftError::Internal(format!("initialise: {e}"))),
+                }
+            }
+            let wait = cfg.leader_wait();
+            let res = node
+                .raft
+                .wait(Some(wait))
+                .metrics(|m| m.current_leader.is_some(), "a leader is known")
+                .await;
+            if res.is_err() {
+                tracing::warn!(
+                    node = node_id,
+                    ?wait,
+                    "no leader known yet; serving local reads only"
+                );
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// Proposes one command; returns after it is committed and applied on this node. Many
+    /// callers may propose at once: their commands share log entries.
+    ///
+    /// A `Timeout` or a lost leadership does not mean the command was not applied.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, RaftError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(RaftError::ShutDown);
+        }
+        let bytes = codec::encoded_len(&command)?;
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(RaftError::CommandTooLarge {
+                bytes,
+                limit: MAX_COMMAND_BYTES,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let work = async {
+            self.proposals
+                .send(Proposal {
+                    command,
+                    bytes,
+                    reply,
+                })
+                .await
+                .map_err(|_| RaftError::ShutDown)?;
+            answer.await.map_err(|_| RaftError::ShutDown)?
+        };
+        tokio::time::timeout(PROPOSE_TIMEOUT, work)
+            .await
+            .map_err(|_| RaftError::Timeout {
+                what: "waiting for a proposal to commit",
+                after: PROPOSE_TIMEOUT,
+            })?
+    }
+
+    pub fn state(&self) -> StateReader {
+        self.reader.clone()
+    }
+
+    /// Events of entries applied from now on (not of snapshot installs).
+    pub fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
+        self.events.subscribe()
+    }
+
+    /// Returns once this node has confirmed its leadership with a quorum and applied
+    /// everything committed before the call: a local read after it is linearizable.
+    pub async fn ensure_linearizable(&self) -> Result<(), RaftError> {
+        tokio::time::timeout(READ_INDEX_TIMEOUT, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| RaftError::Timeout {
+                what: "confirming leadership for a linearizable read",
+                after: READ_INDEX_TIMEOUT,
+            })??;
+        Ok(())
+    }
+
+    /// Builds a snapshot of everything applied so far and waits until it is built.
+    pub async fn snapshot_now(&self) -> Result<(), RaftError> {
+        let applied = self.raft.metrics().borrow().last_applied;
+        self.raft.trigger().snapshot().await?;
+        let want = applied.index();
+        self.raft
+            .wait(Some(SNAPSHOT_BUILD_TIMEOUT))
+            .metrics(|m| m.snapshot.index() >= want, "snapshot built")
+            .await
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => RaftError::Timeout {
+                    what: "building a snapshot",
+                    after: SNAPSHOT_BUILD_TIMEOUT,
+                },
+                openraft::metrics::WaitError::ShuttingDown => RaftError::ShutDown,
+            })?;
+        Ok(())
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        RaftStatus {
+            node_id: self.node_id,
+            state: format!("{:?}", m.state),
+            current_term: m.current_term,
+            current_leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            first_log_index: m.purged.next_index(),
+            membership: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            entries_proposed: self.stats.entries.load(Ordering::Relaxed),
+            commands_proposed: self.stats.commands.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The openraft handle, for membership changes.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Stops the proposer, the listener and openraft, and waits until openraft has released
+    /// the storage. The database closes when this node and every `StateReader` are dropped.
+    pub async fn shutdown(&self) -> Result<(), RaftError> {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        tracing::info!(node = self.node_id, "raft node shutting down");
+        let _ = self.shutdown_tx.send(true);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| RaftError::Internal(format!("raft core did not stop cleanly: {e}")))?;
+        // openraft's state-machine worker outlives the core briefly.
+        let deadline = tokio::time::Instant::now() + STORAGE_RELEASE_TIMEOUT;
+        while self.storage.in_use() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RaftError::Timeout {
+                    what: "waiting for openraft to release the storage",
+                    after: STORAGE_RELEASE_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RaftNode {
+    fn drop(&mut self) {
+        if self.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        // Best effort without an async context: stop our tasks so that the last Raft
+        // handles go away, and ask the core to stop.
+        let _ = self.shutdown_tx.send(true);
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            rt.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}

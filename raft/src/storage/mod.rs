@@ -1,0 +1,139 @@
+//! openraft storage v2 on one RocksDB: the log store (`log`) and the state machine (`sm`).
+
+pub mod keys;
+mod log;
+mod sm;
+mod snapshot;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::{AnyError, StorageIOError};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+use tokio::sync::broadcast;
+
+pub use self::log::LogStore;
+pub use self::sm::{SnapshotBuilder, StateMachine};
+use crate::codec::CodecError;
+use crate::config::MAX_TOTAL_WAL_BYTES;
+use crate::error::RaftError;
+use crate::reader::StateReader;
+use crate::types::{StateEvent, StorageError};
+
+/// An error inside the storage layer, before it is reported to openraft.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+pub(crate) fn read_err(e: DbError) -> StorageError {
+    StorageIOError::read(AnyError::new(&e)).into()
+}
+
+pub(crate) fn write_err(e: DbError) -> StorageError {
+    StorageIOError::write(AnyError::new(&e)).into()
+}
+
+/// Runs RocksDB work off the async runtime: RocksDB calls block (fsync, compaction stalls).
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, DbError>
+where
+    F: FnOnce() -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DbError::Join(e.to_string()))?
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    // Every column family in `keys::ALL_CFS` is created by `Storage::open`.
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} missing: Storage::open creates it"))
+}
+
+pub(crate) type KeyValues = Vec<(Box<[u8]>, Box<[u8]>)>;
+
+/// Every (key, value) in `cf_name` whose key starts with `prefix`, in key order.
+pub(crate) fn scan_prefix(db: &DB, cf_name: &str, prefix: &[u8]) -> Result<KeyValues, DbError> {
+    let mut out = Vec::new();
+    for item in db.iterator_cf(
+        cf(db, cf_name),
+        IteratorMode::From(prefix, Direction::Forward),
+    ) {
+        let (k, v) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// The RocksDB database behind one node's log and state machine.
+pub struct Storage {
+    db: Arc<DB>,
+    /// Cloned into every handle given to openraft, so that shutdown can tell when openraft
+    /// has let go of the database.
+    in_use: Arc<()>,
+}
+
+impl Storage {
+    /// Opens (creating as needed) the database in `dir`. Blocks: call it from a blocking
+    /// context or use `open_async`.
+    pub fn open(dir: &Path) -> Result<Storage, RaftError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            RaftError::from(StorageError::from(StorageIOError::write(AnyError::new(&e))))
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        let cfs = keys::ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)
+            .map_err(|e| RaftError::from(write_err(DbError::Rocks(e))))?;
+        Ok(Storage {
+            db: Arc::new(db),
+            in_use: Arc::new(()),
+        })
+    }
+
+    pub async fn open_async(dir: &Path) -> Result<Storage, RaftError> {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || Storage::open(&dir))
+            .await
+            .map_err(|e| RaftError::from(write_err(DbError::Join(e.to_string()))))?
+    }
+
+    pub fn log_store(&self) -> LogStore {
+        LogStore::new(self.db.clone(), self.in_use.clone())
+    }
+
+    /// The state machine, after bringing the state-machine column families up to the stored
+    /// snapshot if they are behind it.
+    pub async fn state_machine(
+        &self,
+        events: broadcast::Sender<StateEvent>,
+    ) -> Result<StateMachine, RaftError> {
+        Ok(StateMachine::open(self.db.clone(), self.in_use.clone(), events).await?)
+    }
+
+    pub fn reader(&self) -> StateReader {
+        StateReader::new(self.db.clone())
+    }
+
+    /// True while a log store, state machine or snapshot builder made from this storage is
+    /// alive.
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.in_use) > 1
+    }
+}

@@ -1,0 +1,185 @@
+//! Three in-process nodes over the real TCP transport.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chorus_raft::network::frame::{read_frame, write_frame};
+use chorus_raft::network::{ConnectError, Hello, HelloReply, PeerConnection};
+use chorus_raft::{codec, Command, RaftError, RaftNode, StartMode, PROTOCOL_VERSION};
+use common::{bind, create_user, dump, eventually, init_tracing, test_config};
+use openraft::BasicNode;
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::TryRecvError;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn wait_applied(node: &RaftNode, index: u64) {
+    node.raft()
+        .wait(Some(WAIT))
+        .applied_index_at_least(Some(index), "replica caught up")
+        .await
+        .unwrap_or_else(|e| panic!("node {} did not apply {index}: {e}", node.node_id()));
+}
+
+fn basic(node: &RaftNode) -> BasicNode {
+    BasicNode::new(node.listen_addr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_added_after_the_log_was_purged_catches_up_by_snapshot() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let n1 = RaftNode::start(test_config(dirs[0].path(), 1))
+        .await
+        .unwrap();
+    let n2 = RaftNode::start_with(test_config(dirs[1].path(), 2), StartMode::Join)
+        .await
+        .unwrap();
+    let n3 = RaftNode::start_with(test_config(dirs[2].path(), 3), StartMode::Join)
+        .await
+        .unwrap();
+
+    // Node 2 joins early and follows by log replication.
+    n1.raft().add_learner(2, basic(&n2), true).await.unwrap();
+    for i in 0..40 {
+        n1.propose(create_user(&format!("u{i}@x"))).await.unwrap();
+        n1.propose(bind(&format!("u{i}@x/r"), 1 + i % 3, &format!("s{i}")))
+            .await
+            .unwrap();
+    }
+    n1.propose(Command::SetSetting {
+        key: "motd".into(),
+        value: "hello".into(),
+    })
+    .await
+    .unwrap();
+    n1.snapshot_now().await.unwrap();
+    eventually("leader purged its log", WAIT, || {
+        n1.status().first_log_index > 1
+    })
+    .await;
+    let purged_below = n1.status().first_log_index;
+
+    // Node 3 joins after the purge: the entries it lacks exist only in the snapshot.
+    let mut n3_events = n3.subscribe();
+    let added = n1.raft().add_learner(3, basic(&n3), true).await.unwrap();
+    wait_applied(&n3, added.log_id.index).await;
+    let st3 = n3.status();
+    assert!(
+        st3.snapshot_index.is_some(),
+        "node 3 installed a snapshot: {st3:?}"
+    );
+    assert!(
+        st3.first_log_index >= purged_below,
+        "node 3 never received the purged entries: {st3:?}"
+    );
+    assert_eq!(
+        n3_events.try_recv(),
+        Err(TryRecvError::Empty),
+        "installing a snapshot emits no events"
+    );
+
+    n1.raft()
+        .change_membership(BTreeSet::from([1, 2, 3]), false)
+        .await
+        .unwrap();
+    assert_eq!(n1.status().membership, vec![1, 2, 3]);
+
+    // Writes after the membership change reach everyone.
+    n1.propose(Command::DropNodeRoutes { node: 2 })
+        .await
+        .unwrap();
+    n1.propose(Command::DeleteUser {
+        user: "u1@x".into(),
+    })
+    .await
+    .unwrap();
+    let last = n1.status().last_applied.unwrap();
+    for n in [&n2, &n3] {
+        wait_applied(n, last).await;
+        assert_eq!(dump(&n.state()), dump(&n1.state()), "node {}", n.node_id());
+        assert_eq!(n.status().membership, vec![1, 2, 3]);
+        assert_eq!(n.status().current_leader, Some(1));
+    }
+    assert!(n3.state().routes_on_node(2).is_empty());
+    assert_eq!(n3.state().users().len(), 39);
+
+    // A follower does not take writes; it names the leader (forwarding comes later).
+    match n2.propose(Command::Noop).await {
+        Err(RaftError::NotLeader { leader }) => assert_eq!(leader, Some(1)),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    // Linearizable reads are the leader's job too.
+    n1.ensure_linearizable().await.unwrap();
+    assert!(matches!(
+        n3.ensure_linearizable().await,
+        Err(RaftError::NotLeader { leader: Some(1) })
+    ));
+
+    for n in [&n3, &n2, &n1] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_naming_another_node_is_refused() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let node = RaftNode::start(test_config(dir.path(), 5)).await.unwrap();
+    let addr = node.listen_addr().to_string();
+
+    match PeerConnection::connect(&addr, 9, 6).await {
+        Err(ConnectError::Refused { reason, .. }) => {
+            assert!(
+                reason.contains("node 5") && reason.contains("node 6"),
+                "{reason}"
+            )
+        }
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("a hello for node 6 was accepted by node 5"),
+    }
+    let conn = PeerConnection::connect(&addr, 9, 5).await.unwrap();
+    assert_eq!(conn.peer(), 5);
+
+    // On the wire: the refusal, then the connection is closed.
+    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        from: 9,
+        to: 6,
+    };
+    write_frame(&mut raw, &codec::encode(&hello).unwrap())
+        .await
+        .unwrap();
+    let reply: HelloReply = codec::decode(&read_frame(&mut raw, 1024).await.unwrap()).unwrap();
+    assert!(matches!(reply, HelloReply::Refused { .. }), "{reply:?}");
+    assert!(
+        read_frame(&mut raw, 1024).await.is_err(),
+        "connection closed after refusal"
+    );
+
+    // A protocol version this node does not speak is refused the same way.
+    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION + 1,
+        from: 9,
+        to: 5,
+    };
+    write_frame(&mut raw, &codec::encode(&hello).unwrap())
+        .await
+        .unwrap();
+    let reply: HelloReply = codec::decode(&read_frame(&mut raw, 1024).await.unwrap()).unwrap();
+    assert!(
+        matches!(&reply, HelloReply::Refused { reason } if reason.contains("protocol version")),
+        "{reply:?}"
+    );
+
+    // An oversized first frame is not even read.
+    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    write_frame(&mut raw, &vec![0u8; 4096]).await.unwrap();
+    assert!(read_frame(&mut raw, 1024).await.is_err());
+
+    node.shutdown().await.unwrap();
+}

@@ -1,0 +1,99 @@
+// Shared by several test crates; each uses a different subset.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use chorus_raft::{Command, NodeId, RaftConfig, Route, ScramCredential, StateReader, UserRecord};
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Short timeouts so that elections in tests take well under a second, but not so short
+/// that a slow fsync on a loaded 2-core machine starts elections.
+pub fn test_config(data_dir: &Path, node_id: NodeId) -> RaftConfig {
+    RaftConfig {
+        node_id,
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        snapshot_threshold: 5000,
+        logs_to_keep: 0,
+        max_batch: 1024,
+        heartbeat_ms: 100,
+        election_min_ms: 500,
+        election_max_ms: 1000,
+    }
+}
+
+pub fn credential(n: u8) -> ScramCredential {
+    ScramCredential {
+        salt: vec![n; 16],
+        iterations: 4096,
+        stored_key: vec![n; 20],
+        server_key: vec![n.wrapping_add(1); 20],
+    }
+}
+
+pub fn record(n: u8) -> UserRecord {
+    UserRecord {
+        scram_sha1: credential(n),
+        scram_sha256: credential(n.wrapping_add(100)),
+    }
+}
+
+pub fn create_user(user: &str) -> Command {
+    Command::CreateUser {
+        user: user.into(),
+        record: record(1),
+    }
+}
+
+pub fn bind(full_jid: &str, node: NodeId, session: &str) -> Command {
+    Command::BindResource {
+        full_jid: full_jid.into(),
+        route: Route {
+            node,
+            session: session.into(),
+        },
+    }
+}
+
+/// Everything a reader can list, for comparing replicas.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Dump {
+    pub users: Vec<(String, UserRecord)>,
+    pub routes: Vec<(String, Route)>,
+    pub settings: Vec<(String, String)>,
+}
+
+pub fn dump(reader: &StateReader) -> Dump {
+    Dump {
+        users: reader
+            .users()
+            .into_iter()
+            .map(|u| {
+                let r = reader.user(&u).expect("listed user has a record");
+                (u, r)
+            })
+            .collect(),
+        routes: reader.routes(),
+        settings: reader.settings(),
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` after `timeout`.
+pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
