@@ -10,6 +10,6 @@ ensure_python_venv
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --workspace --all-targets
-export CHORUS_BIN="$CARGO_TARGET_DIR/debug/chorus"
+export TEST_CHORUS_BIN="$CARGO_TARGET_DIR/debug/chorus"
 cargo test --workspace
 .venv/bin/python -m pytest -q tests/interop

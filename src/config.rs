@@ -58,7 +58,7 @@ pub struct C2sSettings {
     pub max_auth_failures: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     /// PEM certificate chain; empty: a self-signed one made on first start in DATA_DIR/tls.
@@ -139,15 +139,11 @@ impl Default for C2sSettings {
     }
 }
 
-impl Default for TlsSettings {
-    fn default() -> Self {
-        TlsSettings { cert: String::new(), key: String::new() }
-    }
-}
-
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { listen: "127.0.0.1:5280".into() }
+        HttpSettings {
+            listen: "127.0.0.1:5280".into(),
+        }
     }
 }
 
@@ -167,22 +163,31 @@ impl Default for ClusterSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { scram_iterations: MIN_SCRAM_ITERATIONS as u64 }
+        AuthSettings {
+            scram_iterations: MIN_SCRAM_ITERATIONS as u64,
+        }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { filter: "info,openraft=warn".into() }
+        LogSettings {
+            filter: "info,openraft=warn".into(),
+        }
     }
 }
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
-    #[error("unknown setting `{key}` (from {source}); see docs/configuration.md for the list")]
-    UnknownKey { key: String, source: String },
-    #[error("setting `{key}` (from {source}) must be {expected}, got {got}")]
-    BadType { key: String, source: String, expected: &'static str, got: String },
+    #[error("unknown setting `{key}` (from {origin}); see docs/configuration.md for the list")]
+    UnknownKey { key: String, origin: String },
+    #[error("setting `{key}` (from {origin}) must be {expected}, got {got}")]
+    BadType {
+        key: String,
+        origin: String,
+        expected: &'static str,
+        got: String,
+    },
     #[error("setting `{key}`: {message}")]
     BadValue { key: String, message: String },
     #[error("cannot read config file {path}: {message}")]
@@ -203,24 +208,36 @@ pub struct Addresses {
 
 impl Settings {
     /// Merge the layers and check every key and value.
-    pub fn load(file: Option<&str>, env: &Overrides, flags: &Overrides) -> Result<Settings, ConfigError> {
+    pub fn load(
+        file: Option<&str>,
+        env: &Overrides,
+        flags: &Overrides,
+    ) -> Result<Settings, ConfigError> {
         let defaults = default_table();
         let mut merged = defaults.clone();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
                 path: path.into(),
-                message: e.message().to_string(),
+                message: e.to_string(),
             })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.into(),
+                        message: e.message().to_string(),
+                    })?;
             merge_file(&defaults, &mut merged, &table, "", &format!("file {path}"))?;
         }
         for (key, value, source) in env.iter().chain(flags.iter()) {
             set_dotted(&defaults, &mut merged, key, value, source)?;
         }
-        let settings: Settings = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::BadValue { key: "?".into(), message: e.message().to_string() })?;
+        let settings: Settings =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::BadValue {
+                    key: "?".into(),
+                    message: e.message().to_string(),
+                })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -234,13 +251,18 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.addresses()?;
-        if jid::BareJid::new(&self.domain).map(|j| j.node().is_some()).unwrap_or(true) {
+        if jid::BareJid::new(&self.domain)
+            .map(|j| j.node().is_some())
+            .unwrap_or(true)
+        {
             return Err(ConfigError::BadValue {
                 key: "domain".into(),
                 message: format!("`{}` is not a valid XMPP domain", self.domain),
             });
         }
-        if self.auth.scram_iterations < MIN_SCRAM_ITERATIONS as u64 || self.auth.scram_iterations > u32::MAX as u64 {
+        if self.auth.scram_iterations < MIN_SCRAM_ITERATIONS as u64
+            || self.auth.scram_iterations > u32::MAX as u64
+        {
             return Err(ConfigError::BadValue {
                 key: "auth.scram_iterations".into(),
                 message: format!("must be at least {MIN_SCRAM_ITERATIONS}"),
@@ -260,13 +282,19 @@ impl Settings {
             ("c2s.ping_interval_secs", self.c2s.ping_interval_secs),
             ("c2s.idle_timeout_secs", self.c2s.idle_timeout_secs),
             ("c2s.outbound_queue", self.c2s.outbound_queue),
-            ("cluster.snapshot_threshold", self.cluster.snapshot_threshold),
+            (
+                "cluster.snapshot_threshold",
+                self.cluster.snapshot_threshold,
+            ),
             ("cluster.max_batch", self.cluster.max_batch),
             ("cluster.heartbeat_ms", self.cluster.heartbeat_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(ConfigError::BadValue { key: key.into(), message: "must be greater than 0".into() });
+                return Err(ConfigError::BadValue {
+                    key: key.into(),
+                    message: "must be greater than 0".into(),
+                });
             }
         }
         if self.cluster.election_min_ms <= self.cluster.heartbeat_ms
@@ -308,7 +336,8 @@ pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Overrides 
         .into_iter()
         .filter_map(|key| {
             let name = env_name(&key);
-            vars.get(&name).map(|v| (key, v.clone(), format!("environment {name}")))
+            vars.get(&name)
+                .map(|v| (key, v.clone(), format!("environment {name}")))
         })
         .collect()
 }
@@ -322,7 +351,11 @@ fn default_table() -> toml::Table {
 
 fn collect_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     for (k, v) in table {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             toml::Value::Table(t) => collect_keys(t, &key, out),
             _ => out.push(key),
@@ -350,19 +383,28 @@ fn merge_file(
     source: &str,
 ) -> Result<(), ConfigError> {
     for (k, v) in file {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         let Some(default) = defaults.get(k) else {
-            return Err(ConfigError::UnknownKey { key, source: source.into() });
+            return Err(ConfigError::UnknownKey {
+                key,
+                origin: source.into(),
+            });
         };
         match (default, v) {
             (toml::Value::Table(d), toml::Value::Table(f)) => {
-                let Some(toml::Value::Table(m)) = merged.get_mut(k) else { unreachable!() };
+                let Some(toml::Value::Table(m)) = merged.get_mut(k) else {
+                    unreachable!()
+                };
                 merge_file(d, m, f, &key, source)?;
             }
             (toml::Value::Integer(_), toml::Value::Integer(i)) if *i < 0 => {
                 return Err(ConfigError::BadType {
                     key,
-                    source: source.into(),
+                    origin: source.into(),
                     expected: type_name(default),
                     got: i.to_string(),
                 })
@@ -373,7 +415,7 @@ fn merge_file(
             (d, f) => {
                 return Err(ConfigError::BadType {
                     key,
-                    source: source.into(),
+                    origin: source.into(),
                     expected: type_name(d),
                     got: f.to_string(),
                 })
@@ -390,7 +432,10 @@ fn set_dotted(
     raw: &str,
     source: &str,
 ) -> Result<(), ConfigError> {
-    let unknown = || ConfigError::UnknownKey { key: key.into(), source: source.into() };
+    let unknown = || ConfigError::UnknownKey {
+        key: key.into(),
+        origin: source.into(),
+    };
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().ok_or_else(unknown)?;
     let (mut d, mut m) = (defaults, merged);
@@ -406,7 +451,7 @@ fn set_dotted(
     let default = d.get(last).ok_or_else(unknown)?;
     let bad = || ConfigError::BadType {
         key: key.into(),
-        source: source.into(),
+        origin: source.into(),
         expected: type_name(default),
         got: format!("`{raw}`"),
     };
@@ -449,9 +494,17 @@ mod tests {
     fn flags_override_env_which_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chorus.toml");
-        std::fs::write(&path, "domain = \"file.example\"\n[c2s]\nmax_depth = 10\nmax_attrs = 5\n").unwrap();
+        std::fs::write(
+            &path,
+            "domain = \"file.example\"\n[c2s]\nmax_depth = 10\nmax_attrs = 5\n",
+        )
+        .unwrap();
         let env = env_overrides(
-            [("CHORUS_C2S_MAX_DEPTH".to_string(), "20".to_string()), ("HOME".into(), "/x".into())].into_iter(),
+            [
+                ("CHORUS_C2S_MAX_DEPTH".to_string(), "20".to_string()),
+                ("HOME".into(), "/x".into()),
+            ]
+            .into_iter(),
         );
         let flags = vec![flag("domain", "flag.example")];
         let s = Settings::load(Some(path.to_str().unwrap()), &env, &flags).unwrap();
@@ -466,7 +519,10 @@ mod tests {
         let path = dir.path().join("chorus.toml");
         std::fs::write(&path, "[c2s]\nmax_deepness = 10\n").unwrap();
         let err = Settings::load(Some(path.to_str().unwrap()), &vec![], &vec![]).unwrap_err();
-        assert!(matches!(&err, ConfigError::UnknownKey { key, .. } if key == "c2s.max_deepness"), "{err}");
+        assert!(
+            matches!(&err, ConfigError::UnknownKey { key, .. } if key == "c2s.max_deepness"),
+            "{err}"
+        );
         assert!(!err.to_string().contains('\n'));
     }
 
@@ -476,7 +532,8 @@ mod tests {
         assert!(err.to_string().contains("c2s.max_depth"), "{err}");
         let err = Settings::load(None, &vec![], &vec![flag("c2s.listen", "nowhere")]).unwrap_err();
         assert!(err.to_string().contains("c2s.listen"), "{err}");
-        let err = Settings::load(None, &vec![], &vec![flag("auth.scram_iterations", "100")]).unwrap_err();
+        let err =
+            Settings::load(None, &vec![], &vec![flag("auth.scram_iterations", "100")]).unwrap_err();
         assert!(err.to_string().contains("auth.scram_iterations"), "{err}");
         let err = Settings::load(None, &vec![], &vec![flag("domain", "a@b")]).unwrap_err();
         assert!(err.to_string().contains("domain"), "{err}");
@@ -484,12 +541,18 @@ mod tests {
         let path = dir.path().join("chorus.toml");
         std::fs::write(&path, "[c2s]\nallow_plaintext_auth = \"yes\"\n").unwrap();
         let err = Settings::load(Some(path.to_str().unwrap()), &vec![], &vec![]).unwrap_err();
-        assert!(err.to_string().contains("c2s.allow_plaintext_auth"), "{err}");
+        assert!(
+            err.to_string().contains("c2s.allow_plaintext_auth"),
+            "{err}"
+        );
     }
 
     #[test]
     fn every_key_has_an_env_name() {
         assert!(Settings::keys().contains(&"c2s.allow_plaintext_auth".to_string()));
-        assert_eq!(env_name("c2s.allow_plaintext_auth"), "CHORUS_C2S_ALLOW_PLAINTEXT_AUTH");
+        assert_eq!(
+            env_name("c2s.allow_plaintext_auth"),
+            "CHORUS_C2S_ALLOW_PLAINTEXT_AUTH"
+        );
     }
 }

@@ -19,8 +19,15 @@ async fn refused(node: &TestNode, payload: &[u8]) -> Option<String> {
 fn billion_laughs() -> String {
     let mut doc = String::from("<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol \"lol\">");
     for i in 1..10 {
-        let prev = if i == 1 { "lol".to_string() } else { format!("lol{}", i - 1) };
-        doc.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&{prev};").repeat(10)));
+        let prev = if i == 1 {
+            "lol".to_string()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        doc.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">",
+            format!("&{prev};").repeat(10)
+        ));
     }
     doc.push_str("]>");
     doc.push_str(HEADER);
@@ -58,7 +65,11 @@ async fn each_refused_input_gets_its_stream_error_and_the_node_survives() {
         ("stanza before auth", format!("{HEADER}<message to='alice@localhost'/>").into_bytes(), "policy-violation"),
     ];
     for (name, payload, expected) in cases {
-        assert_eq!(refused(&node, &payload).await.as_deref(), Some(expected), "case: {name}");
+        assert_eq!(
+            refused(&node, &payload).await.as_deref(),
+            Some(expected),
+            "case: {name}"
+        );
     }
 
     // 100 MB in one stanza, streamed: refused after about max_stanza_bytes.
@@ -74,7 +85,10 @@ async fn each_refused_input_gets_its_stream_error_and_the_node_survives() {
         sent += chunk.len();
     }
     assert!(sent < 100 << 20, "the server kept reading a 100 MB stanza");
-    assert_eq!(c.expect_stream_error().await.as_deref(), Some("policy-violation"));
+    assert_eq!(
+        c.expect_stream_error().await.as_deref(),
+        Some("policy-violation")
+    );
 
     // One huge attribute value is refused the same way.
     let mut c = Client::tcp(node.c2s, "localhost").await;
@@ -85,16 +99,30 @@ async fn each_refused_input_gets_its_stream_error_and_the_node_survives() {
             break;
         }
     }
-    assert_eq!(c.expect_stream_error().await.as_deref(), Some("policy-violation"));
+    assert_eq!(
+        c.expect_stream_error().await.as_deref(),
+        Some("policy-violation")
+    );
 
     // Still serving: the bystander's session works, and new logins too.
-    bystander.send("<iq type='get' id='still' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
-    assert_eq!(bystander.recv_until(|e| e.attr("id") == Some("still")).await.attr("type"), Some("result"));
+    bystander
+        .send("<iq type='get' id='still' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_eq!(
+        bystander
+            .recv_until(|e| e.attr("id") == Some("still"))
+            .await
+            .attr("type"),
+        Some("result")
+    );
     Client::login(&node, "alice", "a-pass", "again").await;
 
     let rss_after = node.rss_kib();
     let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
-    assert!(growth_mib < 40, "memory grew by {growth_mib} MiB ({rss_before} KiB -> {rss_after} KiB)");
+    assert!(
+        growth_mib < 40,
+        "memory grew by {growth_mib} MiB ({rss_before} KiB -> {rss_after} KiB)"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +131,10 @@ async fn unsupported_stanza_after_login_ends_the_stream() {
     node.add_user("alice@localhost", "a-pass");
     let mut c = Client::login(&node, "alice", "a-pass", "r").await;
     c.send("<foo xmlns='jabber:client'/>").await;
-    assert_eq!(c.expect_stream_error().await.as_deref(), Some("unsupported-stanza-type"));
+    assert_eq!(
+        c.expect_stream_error().await.as_deref(),
+        Some("unsupported-stanza-type")
+    );
 }
 
 #[tokio::test]
@@ -111,8 +142,12 @@ async fn forged_from_ends_the_stream() {
     let node = TestNode::start();
     node.add_user("alice@localhost", "a-pass");
     let mut c = Client::login(&node, "alice", "a-pass", "r").await;
-    c.send("<message from='bob@localhost/x' to='alice@localhost'><body>x</body></message>").await;
-    assert_eq!(c.expect_stream_error().await.as_deref(), Some("invalid-from"));
+    c.send("<message from='bob@localhost/x' to='alice@localhost'><body>x</body></message>")
+        .await;
+    assert_eq!(
+        c.expect_stream_error().await.as_deref(),
+        Some("invalid-from")
+    );
 }
 
 #[tokio::test]
@@ -122,8 +157,12 @@ async fn plaintext_injected_before_tls_is_refused() {
     c.open().await;
     // The starttls request and a stanza in one write: the stanza must not
     // survive into the TLS session.
-    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message to='alice@localhost'/>").await;
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message to='alice@localhost'/>")
+        .await;
     let proceed = c.recv().await;
     assert_eq!(proceed.name(), "proceed");
-    assert_eq!(c.expect_stream_error().await.as_deref(), Some("policy-violation"));
+    assert_eq!(
+        c.expect_stream_error().await.as_deref(),
+        Some("policy-violation")
+    );
 }

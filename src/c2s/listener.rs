@@ -16,7 +16,9 @@ pub async fn accept_loop(c2s: Arc<C2s>, listener: TcpListener, direct_tls: bool)
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
-                c2s.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                c2s.stats
+                    .connections_accepted
+                    .fetch_add(1, Ordering::Relaxed);
                 let _ = tcp.set_nodelay(true);
                 tracing::debug!(%peer, direct_tls, "client connected");
                 tokio::spawn(serve(c2s.clone(), tcp, direct_tls));
@@ -37,12 +39,17 @@ async fn serve(c2s: Arc<C2s>, tcp: TcpStream, direct_tls: bool) {
     let outcome = tokio::time::timeout(limit, negotiate(&c2s, &mut conn, tcp, direct_tls)).await;
     match outcome {
         Ok(Ok(bound)) => {
-            let (Some(reader), Some(writer)) = (conn.reader.take(), conn.writer.take()) else { return };
+            let (Some(reader), Some(writer)) = (conn.reader.take(), conn.writer.take()) else {
+                return;
+            };
             super::session::start(c2s, reader, writer, activity, bound);
         }
         Ok(Err(close)) => conn.finish(&c2s, close).await,
         Err(_) => {
-            let close = Close::Error(StreamErrorKind::ConnectionTimeout, Some("authentication took too long".into()));
+            let close = Close::Error(
+                StreamErrorKind::ConnectionTimeout,
+                Some("authentication took too long".into()),
+            );
             conn.finish(&c2s, close).await;
         }
     }

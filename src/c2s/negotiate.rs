@@ -83,7 +83,10 @@ impl Conn {
         let writer = self.writer.take().ok_or(Close::Gone)?;
         if reader.buffered_len() > 0 {
             self.writer = Some(writer);
-            return Err(err(StreamErrorKind::PolicyViolation, "data sent ahead of a stream restart"));
+            return Err(err(
+                StreamErrorKind::PolicyViolation,
+                "data sent ahead of a stream restart",
+            ));
         }
         Ok(reader.into_inner().unsplit(writer))
     }
@@ -96,7 +99,9 @@ impl Conn {
 
     async fn send_header(&mut self, domain: &str, to: Option<&str>) -> Result<(), Close> {
         self.stream_id = uuid::Uuid::new_v4().simple().to_string();
-        let to = to.map(|t| format!(" to='{}'", xml_escape(t))).unwrap_or_default();
+        let to = to
+            .map(|t| format!(" to='{}'", xml_escape(t)))
+            .unwrap_or_default();
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}'{to} version='1.0' xml:lang='en'>",
             ns::CLIENT,
@@ -133,7 +138,10 @@ impl Conn {
             Close::Error(kind, text) => {
                 c2s.stats.stream_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = kind.name(), ?text, "closing stream with an error");
-                Some(format!("{}</stream:stream>", stream_error_xml(kind, text.as_deref())))
+                Some(format!(
+                    "{}</stream:stream>",
+                    stream_error_xml(kind, text.as_deref())
+                ))
             }
         };
         if let Some(tail) = tail {
@@ -150,21 +158,30 @@ impl Conn {
 
 /// What the server offers at each stage of negotiation.
 #[derive(Clone, Debug, PartialEq)]
+/// Each names what the client must do next.
 enum Stage {
-    BeforeTls,
-    BeforeAuth,
-    BeforeBind(jid::BareJid),
+    Tls,
+    Auth,
+    Bind(jid::BareJid),
 }
 
 /// Negotiate a new connection up to a bound resource.
-pub async fn negotiate(c2s: &Arc<C2s>, conn: &mut Conn, tcp: TcpStream, direct_tls: bool) -> Result<Bound, Close> {
+pub async fn negotiate(
+    c2s: &Arc<C2s>,
+    conn: &mut Conn,
+    tcp: TcpStream,
+    direct_tls: bool,
+) -> Result<Bound, Close> {
     let mut stage = if direct_tls {
         let tls = c2s.tls.accept(tcp).await.map_err(|_| Close::Gone)?;
         start_tls_session(conn, c2s, tls);
-        Stage::BeforeAuth
+        Stage::Auth
     } else {
-        conn.attach(c2s, Transport::new(Inner::Plain(tcp), conn.activity.clone()));
-        Stage::BeforeTls
+        conn.attach(
+            c2s,
+            Transport::new(Inner::Plain(tcp), conn.activity.clone()),
+        );
+        Stage::Tls
     };
     let mut failures = 0u64;
     loop {
@@ -178,44 +195,61 @@ pub async fn negotiate(c2s: &Arc<C2s>, conn: &mut Conn, tcp: TcpStream, direct_t
         stage = loop {
             let el = conn.next_stanza().await?;
             match (&stage, el.ns(), el.name()) {
-                (Stage::BeforeTls, ns::TLS, "starttls") => {
-                    conn.send(&format!("<proceed xmlns='{}'/>", ns::TLS)).await?;
+                (Stage::Tls, ns::TLS, "starttls") => {
+                    conn.send(&format!("<proceed xmlns='{}'/>", ns::TLS))
+                        .await?;
                     let transport = conn.detach()?;
-                    let Inner::Plain(tcp) = transport.inner else { return Err(Close::Gone) };
+                    let Inner::Plain(tcp) = transport.inner else {
+                        return Err(Close::Gone);
+                    };
                     let tls = c2s.tls.accept(tcp).await.map_err(|_| Close::Gone)?;
                     start_tls_session(conn, c2s, tls);
-                    break Stage::BeforeAuth;
+                    break Stage::Auth;
                 }
-                (Stage::BeforeTls | Stage::BeforeAuth, ns::SASL, "auth")
+                (Stage::Tls | Stage::Auth, ns::SASL, "auth")
                     if conn.secure || c2s.settings.c2s.allow_plaintext_auth =>
                 {
                     match authenticate(c2s, conn, &el).await? {
                         Some(user) => {
                             c2s.stats.auth_successes.fetch_add(1, Ordering::Relaxed);
                             restart_parser(conn, c2s)?;
-                            break Stage::BeforeBind(user);
+                            break Stage::Bind(user);
                         }
                         None => {
                             c2s.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
                             failures += 1;
                             if failures >= c2s.settings.c2s.max_auth_failures {
-                                return Err(err(StreamErrorKind::PolicyViolation, "too many failed authentication attempts"));
+                                return Err(err(
+                                    StreamErrorKind::PolicyViolation,
+                                    "too many failed authentication attempts",
+                                ));
                             }
                         }
                     }
                 }
-                (Stage::BeforeTls, ns::SASL, "auth") => {
-                    conn.send(&sasl_failure(SaslFailure::EncryptionRequired)).await?;
+                (Stage::Tls, ns::SASL, "auth") => {
+                    conn.send(&sasl_failure(SaslFailure::EncryptionRequired))
+                        .await?;
                 }
-                (Stage::BeforeBind(user), ns::CLIENT, "iq") if el.get_child("bind", ns::BIND).is_some() => {
+                (Stage::Bind(user), ns::CLIENT, "iq")
+                    if el.get_child("bind", ns::BIND).is_some() =>
+                {
                     if let Some(bound) = bind(c2s, conn, user, &el).await? {
                         return Ok(bound);
                     }
                 }
-                (Stage::BeforeTls, _, _) if !c2s.settings.c2s.allow_plaintext_auth => {
-                    return Err(err(StreamErrorKind::PolicyViolation, "STARTTLS is required"));
+                (Stage::Tls, _, _) if !c2s.settings.c2s.allow_plaintext_auth => {
+                    return Err(err(
+                        StreamErrorKind::PolicyViolation,
+                        "STARTTLS is required",
+                    ));
                 }
-                _ => return Err(err(StreamErrorKind::NotAuthorized, "authenticate and bind a resource first")),
+                _ => {
+                    return Err(err(
+                        StreamErrorKind::NotAuthorized,
+                        "authenticate and bind a resource first",
+                    ))
+                }
             }
         };
     }
@@ -224,7 +258,10 @@ pub async fn negotiate(c2s: &Arc<C2s>, conn: &mut Conn, tcp: TcpStream, direct_t
 fn start_tls_session(conn: &mut Conn, c2s: &C2s, tls: tokio_rustls::server::TlsStream<TcpStream>) {
     conn.channel_binding = super::tls::channel_binding(tls.get_ref().1);
     conn.secure = true;
-    conn.attach(c2s, Transport::new(Inner::Tls(Box::new(tls)), conn.activity.clone()));
+    conn.attach(
+        c2s,
+        Transport::new(Inner::Tls(Box::new(tls)), conn.activity.clone()),
+    );
 }
 
 fn restart_parser(conn: &mut Conn, c2s: &C2s) -> Result<(), Close> {
@@ -235,19 +272,33 @@ fn restart_parser(conn: &mut Conn, c2s: &C2s) -> Result<(), Close> {
 
 /// Answer a client's stream header with ours, or refuse it (RFC 6120 4.7, 4.9.3).
 async fn open_stream(c2s: &C2s, conn: &mut Conn, header: &StreamHeader) -> Result<(), Close> {
-    conn.send_header(c2s.domain(), header.from.as_deref()).await?;
+    conn.send_header(c2s.domain(), header.from.as_deref())
+        .await?;
     if header.default_ns != ns::CLIENT {
-        return Err(err(StreamErrorKind::InvalidNamespace, "the default namespace must be jabber:client"));
+        return Err(err(
+            StreamErrorKind::InvalidNamespace,
+            "the default namespace must be jabber:client",
+        ));
     }
     if let Some(to) = &header.to {
         let host = jid::BareJid::new(to).ok().filter(|j| j.node().is_none());
         if host.as_ref().map(|h| h.as_str()) != Some(c2s.domain()) {
-            return Err(err(StreamErrorKind::HostUnknown, "this server does not serve that domain"));
+            return Err(err(
+                StreamErrorKind::HostUnknown,
+                "this server does not serve that domain",
+            ));
         }
     }
-    let major = header.version.as_deref().and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+    let major = header
+        .version
+        .as_deref()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
     if major.is_none_or(|m| m < 1) {
-        return Err(err(StreamErrorKind::UnsupportedVersion, "XMPP 1.0 is required"));
+        return Err(err(
+            StreamErrorKind::UnsupportedVersion,
+            "XMPP 1.0 is required",
+        ));
     }
     Ok(())
 }
@@ -256,17 +307,23 @@ fn features(c2s: &C2s, conn: &Conn, stage: &Stage) -> String {
     let plaintext_ok = c2s.settings.c2s.allow_plaintext_auth;
     let mut out = String::from("<stream:features>");
     match stage {
-        Stage::BeforeTls => {
+        Stage::Tls => {
             let required = if plaintext_ok { "" } else { "<required/>" };
-            out.push_str(&format!("<starttls xmlns='{}'>{required}</starttls>", ns::TLS));
+            out.push_str(&format!(
+                "<starttls xmlns='{}'>{required}</starttls>",
+                ns::TLS
+            ));
             if plaintext_ok {
                 out.push_str(&mechanisms(conn, plaintext_ok));
             }
         }
-        Stage::BeforeAuth => out.push_str(&mechanisms(conn, plaintext_ok)),
-        Stage::BeforeBind(_) => {
+        Stage::Auth => out.push_str(&mechanisms(conn, plaintext_ok)),
+        Stage::Bind(_) => {
             out.push_str(&format!("<bind xmlns='{}'/>", ns::BIND));
-            out.push_str(&format!("<session xmlns='{}'><optional/></session>", ns::SESSION));
+            out.push_str(&format!(
+                "<session xmlns='{}'><optional/></session>",
+                ns::SESSION
+            ));
         }
     }
     out.push_str("</stream:features>");
@@ -299,7 +356,11 @@ fn sasl_payload(el: &Element) -> Result<Option<Vec<u8>>, ()> {
 
 /// Run one SASL exchange; `Some(user)` on success, `None` after a failure the
 /// client may retry.
-async fn authenticate(c2s: &C2s, conn: &mut Conn, auth: &Element) -> Result<Option<jid::BareJid>, Close> {
+async fn authenticate(
+    c2s: &C2s,
+    conn: &mut Conn,
+    auth: &Element,
+) -> Result<Option<jid::BareJid>, Close> {
     let mechanism = auth.attr("mechanism").unwrap_or_default().to_string();
     let mut session = match SaslSession::start(
         &mechanism,
@@ -318,14 +379,16 @@ async fn authenticate(c2s: &C2s, conn: &mut Conn, auth: &Element) -> Result<Opti
         Ok(Some(data)) => data,
         Ok(None) => {
             // No initial response: ask for it with an empty challenge.
-            conn.send(&format!("<challenge xmlns='{}'/>", ns::SASL)).await?;
+            conn.send(&format!("<challenge xmlns='{}'/>", ns::SASL))
+                .await?;
             match next_sasl_response(conn).await? {
                 Some(data) => data,
                 None => return Ok(None),
             }
         }
         Err(()) => {
-            conn.send(&sasl_failure(SaslFailure::IncorrectEncoding)).await?;
+            conn.send(&sasl_failure(SaslFailure::IncorrectEncoding))
+                .await?;
             return Ok(None);
         }
     };
@@ -336,25 +399,41 @@ async fn authenticate(c2s: &C2s, conn: &mut Conn, auth: &Element) -> Result<Opti
             (session, step)
         })
         .await
-        .map_err(|_| err(StreamErrorKind::InternalServerError, "authentication failed internally"))?;
+        .map_err(|_| {
+            err(
+                StreamErrorKind::InternalServerError,
+                "authentication failed internally",
+            )
+        })?;
         session = s;
         match step {
             SaslStep::Challenge(data) => {
-                conn.send(&format!("<challenge xmlns='{}'>{}</challenge>", ns::SASL, B64.encode(data))).await?;
+                conn.send(&format!(
+                    "<challenge xmlns='{}'>{}</challenge>",
+                    ns::SASL,
+                    B64.encode(data)
+                ))
+                .await?;
                 match next_sasl_response(conn).await? {
                     Some(data) => input = data,
                     None => return Ok(None),
                 }
             }
-            SaslStep::Success { username, additional_data } => {
-                let Some(user) = (StateCredentials { state: c2s.raft.state(), domain: c2s.domain().to_string() })
-                    .bare_jid(&username)
-                else {
+            SaslStep::Success {
+                username,
+                additional_data,
+            } => {
+                let Some(user) = (StateCredentials {
+                    state: c2s.raft.state(),
+                    domain: c2s.domain().to_string(),
+                })
+                .bare_jid(&username) else {
                     conn.send(&sasl_failure(SaslFailure::NotAuthorized)).await?;
                     return Ok(None);
                 };
                 let body = additional_data.map(|d| B64.encode(d)).unwrap_or_default();
-                conn.send(&format!("<success xmlns='{}'>{body}</success>", ns::SASL)).await?;
+                conn.send(&format!("<success xmlns='{}'>{body}</success>", ns::SASL))
+                    .await?;
                 tracing::info!(user = %user, mechanism, "authenticated");
                 return Ok(Some(user));
             }
@@ -377,12 +456,16 @@ async fn next_sasl_response(conn: &mut Conn) -> Result<Option<Vec<u8>>, Close> {
         return Ok(None);
     }
     if !el.is("response", ns::SASL) {
-        return Err(err(StreamErrorKind::NotAuthorized, "expected a SASL response"));
+        return Err(err(
+            StreamErrorKind::NotAuthorized,
+            "expected a SASL response",
+        ));
     }
     match sasl_payload(&el) {
         Ok(data) => Ok(Some(data.unwrap_or_default())),
         Err(()) => {
-            conn.send(&sasl_failure(SaslFailure::IncorrectEncoding)).await?;
+            conn.send(&sasl_failure(SaslFailure::IncorrectEncoding))
+                .await?;
             Ok(None)
         }
     }
@@ -391,9 +474,15 @@ async fn next_sasl_response(conn: &mut Conn) -> Result<Option<Vec<u8>>, Close> {
 /// RFC 6120 7: bind the requested (or a server-made) resource through Raft. A
 /// bind of a full JID already in use replaces the older stream, which the
 /// router then ends with `<conflict/>`.
-async fn bind(c2s: &C2s, conn: &mut Conn, user: &jid::BareJid, iq: &Element) -> Result<Option<Bound>, Close> {
+async fn bind(
+    c2s: &C2s,
+    conn: &mut Conn,
+    user: &jid::BareJid,
+    iq: &Element,
+) -> Result<Option<Bound>, Close> {
     if iq.attr("type") != Some("set") || iq.attr("id").is_none() {
-        conn.send(&error_reply(iq, StanzaErrorKind::BadRequest, None).to_xml_in(ns::CLIENT)).await?;
+        conn.send(&error_reply(iq, StanzaErrorKind::BadRequest, None).to_xml_in(ns::CLIENT))
+            .await?;
         return Ok(None);
     }
     let requested = iq
@@ -401,15 +490,33 @@ async fn bind(c2s: &C2s, conn: &mut Conn, user: &jid::BareJid, iq: &Element) -> 
         .and_then(|b| b.get_child("resource", ns::BIND))
         .map(|r| r.text().trim().to_string())
         .filter(|r| !r.is_empty());
-    let resource = requested.unwrap_or_else(|| format!("chorus-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let resource = requested.unwrap_or_else(|| {
+        format!(
+            "chorus-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+    });
     let Ok(full_jid) = user.with_resource_str(&resource) else {
-        conn.send(&error_reply(iq, StanzaErrorKind::BadRequest, Some("invalid resource")).to_xml_in(ns::CLIENT))
-            .await?;
+        conn.send(
+            &error_reply(iq, StanzaErrorKind::BadRequest, Some("invalid resource"))
+                .to_xml_in(ns::CLIENT),
+        )
+        .await?;
         return Ok(None);
     };
     let session_id = uuid::Uuid::new_v4().simple().to_string();
-    let route = Route { node: c2s.node_id, session: session_id.clone() };
-    match c2s.raft.propose(Command::BindResource { full_jid: full_jid.to_string(), route }).await {
+    let route = Route {
+        node: c2s.node_id,
+        session: session_id.clone(),
+    };
+    match c2s
+        .raft
+        .propose(Command::BindResource {
+            full_jid: full_jid.to_string(),
+            route,
+        })
+        .await
+    {
         Ok(CommandResult::Bound { replaced }) => {
             if let Some(old) = replaced {
                 tracing::info!(jid = %full_jid, old_node = old.node, "bind replaced an older stream");
@@ -417,7 +524,11 @@ async fn bind(c2s: &C2s, conn: &mut Conn, user: &jid::BareJid, iq: &Element) -> 
         }
         other => {
             tracing::warn!(jid = %full_jid, ?other, "bind was not committed");
-            let reply = error_reply(iq, StanzaErrorKind::InternalServerError, Some("could not bind, try again"));
+            let reply = error_reply(
+                iq,
+                StanzaErrorKind::InternalServerError,
+                Some("could not bind, try again"),
+            );
             conn.send(&reply.to_xml_in(ns::CLIENT)).await?;
             return Ok(None);
         }
@@ -427,12 +538,20 @@ async fn bind(c2s: &C2s, conn: &mut Conn, user: &jid::BareJid, iq: &Element) -> 
         result.set_attr("id", id);
     }
     let result = result.with_child(
-        Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(full_jid.to_string())),
+        Element::new("bind", ns::BIND)
+            .with_child(Element::new("jid", ns::BIND).with_text(full_jid.to_string())),
     );
     conn.send(&result.to_xml_in(ns::CLIENT)).await?;
-    Ok(Some(Bound { full_jid, session_id }))
+    Ok(Some(Bound {
+        full_jid,
+        session_id,
+    }))
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
 }

@@ -20,7 +20,9 @@ use super::negotiate::{Bound, Reader, Writer};
 use super::transport::Activity;
 use super::C2s;
 use crate::im::presence;
-use crate::router::messages::{Deliver, Kick, PresenceChanged, Register, RouteStanza, SessionHandle, Unregister};
+use crate::router::messages::{
+    Deliver, Kick, PresenceChanged, Register, RouteStanza, SessionHandle, Unregister,
+};
 use crate::xep::{self, IqContext};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, stream_error_xml, StanzaErrorKind, StreamErrorKind};
@@ -114,7 +116,7 @@ async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Outbound>) {
 }
 
 impl Session {
-    fn handle(&self, ctx: &Context<Self>) -> SessionHandle {
+    fn session_handle(&self, ctx: &Context<Self>) -> SessionHandle {
         SessionHandle {
             full_jid: self.full_jid.to_string(),
             session_id: self.session_id.clone(),
@@ -127,7 +129,11 @@ impl Session {
         if self.closing {
             return;
         }
-        if self.out.try_send(Outbound::Xml(el.to_xml_in(ns::CLIENT))).is_err() {
+        if self
+            .out
+            .try_send(Outbound::Xml(el.to_xml_in(ns::CLIENT)))
+            .is_err()
+        {
             tracing::warn!(jid = %self.full_jid, "outbound queue full; disconnecting slow client");
             self.closing = true;
             ctx.stop();
@@ -157,7 +163,8 @@ impl Session {
         };
         // RFC 6120 8.1.2.1: the server stamps `from`; a client may not claim another.
         if let Some(from) = el.attr("from") {
-            let ok = jid::Jid::new(from).is_ok_and(|j| j.as_str() == self.full_jid.as_str() || j.as_str() == self.bare_jid);
+            let ok = jid::Jid::new(from)
+                .is_ok_and(|j| j.as_str() == self.full_jid.as_str() || j.as_str() == self.bare_jid);
             if !ok {
                 return self.close(Some((StreamErrorKind::InvalidFrom, None)), ctx);
             }
@@ -194,7 +201,10 @@ impl Session {
     fn iq(&mut self, el: Element, to: Option<jid::Jid>, ctx: &mut Context<Self>) {
         if let Err(reason) = stanza::check_iq(&el) {
             if !matches!(el.attr("type"), Some("result" | "error")) {
-                self.send(&error_reply(&el, StanzaErrorKind::BadRequest, Some(reason)), ctx);
+                self.send(
+                    &error_reply(&el, StanzaErrorKind::BadRequest, Some(reason)),
+                    ctx,
+                );
             }
             return;
         }
@@ -209,7 +219,13 @@ impl Session {
             // Answers to the server's own pings: the activity mark already counted them.
             return;
         }
-        let reply = xep::answer_server_iq(&el, &IqContext { domain: self.c2s.domain(), from: self.full_jid.as_str() });
+        let reply = xep::answer_server_iq(
+            &el,
+            &IqContext {
+                domain: self.c2s.domain(),
+                from: self.full_jid.as_str(),
+            },
+        );
         let mut reply = reply;
         if to.is_none() {
             // Answered on behalf of the account: no `from` (RFC 6120 8.1.2.1).
@@ -219,7 +235,9 @@ impl Session {
     }
 
     fn own_presence(&mut self, el: &Element, _: &mut Context<Self>) {
-        let Some(state) = presence::own_state(el) else { return };
+        let Some(state) = presence::own_state(el) else {
+            return;
+        };
         self.c2s.router.do_send(PresenceChanged {
             full_jid: self.full_jid.to_string(),
             session_id: self.session_id.clone(),
@@ -233,7 +251,13 @@ impl Session {
         let idle = self.activity.idle();
         let settings = &self.c2s.settings.c2s;
         if idle >= Duration::from_secs(settings.idle_timeout_secs) {
-            self.close(Some((StreamErrorKind::ConnectionTimeout, Some("no traffic for too long".into()))), ctx);
+            self.close(
+                Some((
+                    StreamErrorKind::ConnectionTimeout,
+                    Some("no traffic for too long".into()),
+                )),
+                ctx,
+            );
         } else if idle >= Duration::from_secs(settings.ping_interval_secs) {
             self.pings_sent += 1;
             let id = format!("c2s-ping-{}", self.pings_sent);
@@ -247,21 +271,36 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.c2s.router.do_send(Register(self.handle(ctx)));
+        self.c2s.router.do_send(Register(self.session_handle(ctx)));
         let settings = &self.c2s.settings.c2s;
-        let tick = Duration::from_secs(settings.ping_interval_secs.min(settings.idle_timeout_secs).max(2) / 2);
+        let tick = Duration::from_secs(
+            settings
+                .ping_interval_secs
+                .min(settings.idle_timeout_secs)
+                .max(2)
+                / 2,
+        );
         ctx.run_interval(tick, |act, ctx| act.check_idle(ctx));
         tracing::debug!(jid = %self.full_jid, session = %self.session_id, "session started");
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         let full_jid = self.full_jid.to_string();
-        self.c2s.router.do_send(Unregister { full_jid: full_jid.clone(), session_id: self.session_id.clone() });
+        self.c2s.router.do_send(Unregister {
+            full_jid: full_jid.clone(),
+            session_id: self.session_id.clone(),
+        });
         let raft = self.c2s.raft.clone();
         let session = self.session_id.clone();
         // The route goes only if it is still ours: a newer bind may have replaced it.
         tokio::spawn(async move {
-            if let Err(e) = raft.propose(Command::UnbindResource { full_jid: full_jid.clone(), session }).await {
+            if let Err(e) = raft
+                .propose(Command::UnbindResource {
+                    full_jid: full_jid.clone(),
+                    session,
+                })
+                .await
+            {
                 tracing::warn!(jid = %full_jid, error = %e, "could not remove the route of a closed stream");
             }
         });
@@ -274,9 +313,13 @@ impl StreamHandler<Result<StreamEvent, ReadError>> for Session {
         match event {
             Ok(StreamEvent::Stanza(el)) => self.dispatch(el, ctx),
             Ok(StreamEvent::Closed) => self.close(None, ctx),
-            Ok(StreamEvent::Header(_)) => {
-                self.close(Some((StreamErrorKind::BadFormat, Some("unexpected stream restart".into()))), ctx)
-            }
+            Ok(StreamEvent::Header(_)) => self.close(
+                Some((
+                    StreamErrorKind::BadFormat,
+                    Some("unexpected stream restart".into()),
+                )),
+                ctx,
+            ),
             Err(ReadError::Stream { kind, text }) => self.close(Some((kind, text)), ctx),
             Err(_) => {
                 self.closing = true;

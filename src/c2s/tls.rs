@@ -31,7 +31,10 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor> {
         }
         (cert, key)
     } else {
-        (PathBuf::from(&settings.tls.cert), PathBuf::from(&settings.tls.key))
+        (
+            PathBuf::from(&settings.tls.cert),
+            PathBuf::from(&settings.tls.key),
+        )
     };
     let certs = load_certs(&cert_path)?;
     let key = load_key(&key_path)?;
@@ -41,7 +44,12 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor> {
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .with_context(|| format!("TLS certificate {} does not match its key", cert_path.display()))?;
+        .with_context(|| {
+            format!(
+                "TLS certificate {} does not match its key",
+                cert_path.display()
+            )
+        })?;
     // XEP-0368: clients connecting to the direct-TLS port say "xmpp-client".
     config.alpn_protocols = vec![b"xmpp-client".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
@@ -49,17 +57,22 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor> {
 
 fn make_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<()> {
     let names = vec![domain.to_string(), format!("*.{domain}")];
-    let certified = rcgen::generate_simple_self_signed(names).context("making a self-signed certificate")?;
-    let dir = cert_path.parent().ok_or_else(|| anyhow!("bad certificate path"))?;
+    let certified =
+        rcgen::generate_simple_self_signed(names).context("making a self-signed certificate")?;
+    let dir = cert_path
+        .parent()
+        .ok_or_else(|| anyhow!("bad certificate path"))?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::node::files::write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
-    fs::write(cert_path, certified.cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
+    fs::write(cert_path, certified.cert.pem())
+        .with_context(|| format!("writing {}", cert_path.display()))?;
     tracing::info!(cert = %cert_path.display(), "made a self-signed certificate for {domain}");
     Ok(())
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let file = fs::File::open(path).with_context(|| format!("opening TLS certificate {}", path.display()))?;
+    let file = fs::File::open(path)
+        .with_context(|| format!("opening TLS certificate {}", path.display()))?;
     let certs = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading TLS certificate {}", path.display()))?;
@@ -70,7 +83,8 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    let file = fs::File::open(path).with_context(|| format!("opening TLS key {}", path.display()))?;
+    let file =
+        fs::File::open(path).with_context(|| format!("opening TLS key {}", path.display()))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
         .with_context(|| format!("reading TLS key {}", path.display()))?
         .ok_or_else(|| anyhow!("no private key in {}", path.display()))
@@ -82,5 +96,6 @@ pub fn channel_binding(conn: &rustls::ServerConnection) -> Option<Vec<u8>> {
     if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
         return None;
     }
-    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
+    conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
 }

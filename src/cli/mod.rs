@@ -71,14 +71,23 @@ const CLI_ENV: &[&str] = &["CHORUS_CONFIG", "CHORUS_API", "CHORUS_TOKEN"];
 impl ServeArgs {
     pub fn settings(&self) -> Result<Settings> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
-        let keys: Vec<String> = Settings::keys().iter().map(|k| config::env_name(k)).collect();
-        if let Some((name, _)) =
-            vars.iter().find(|(n, _)| n.starts_with("CHORUS_") && !keys.contains(n) && !CLI_ENV.contains(&n.as_str()))
-        {
-            return Err(anyhow!("unknown setting in environment variable {name}; see docs/configuration.md"));
+        let keys: Vec<String> = Settings::keys()
+            .iter()
+            .map(|k| config::env_name(k))
+            .collect();
+        if let Some((name, _)) = vars.iter().find(|(n, _)| {
+            n.starts_with("CHORUS_") && !keys.contains(n) && !CLI_ENV.contains(&n.as_str())
+        }) {
+            return Err(anyhow!(
+                "unknown setting in environment variable {name}; see docs/configuration.md"
+            ));
         }
         let env = config::env_overrides(vars.into_iter());
-        Ok(Settings::load(self.config.as_deref(), &env, &self.flag_overrides()?)?)
+        Ok(Settings::load(
+            self.config.as_deref(),
+            &env,
+            &self.flag_overrides()?,
+        )?)
     }
 
     fn flag_overrides(&self) -> Result<Overrides> {
@@ -99,12 +108,16 @@ impl ServeArgs {
             }
         }
         if self.allow_plaintext_auth {
-            out.push(("c2s.allow_plaintext_auth".into(), "true".into(), "flag --allow-plaintext-auth".into()));
+            out.push((
+                "c2s.allow_plaintext_auth".into(),
+                "true".into(),
+                "flag --allow-plaintext-auth".into(),
+            ));
         }
         for pair in &self.set {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--set {pair}: write it as KEY=VALUE, e.g. --set c2s.max_depth=16"))?;
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                anyhow!("--set {pair}: write it as KEY=VALUE, e.g. --set c2s.max_depth=16")
+            })?;
             out.push((k.trim().into(), v.into(), format!("flag --set {k}")));
         }
         Ok(out)

@@ -55,8 +55,13 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/users/{jid}", axum::routing::delete(delete_user))
         .route("/api/v1/users/{jid}/password", put(set_password))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    api.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md".into()) })
-        .with_state(state)
+    api.fallback(|| async {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; see docs/api.md".into(),
+        )
+    })
+    .with_state(state)
 }
 
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
@@ -110,12 +115,19 @@ pub struct NewPassword {
 
 /// The account's bare JID, normalized, if it names an account of our domain.
 fn account_jid(settings: &Settings, raw: &str) -> Result<String, ApiError> {
-    let jid = jid::BareJid::new(raw).map_err(|e| bad_request(format!("`{raw}` is not a valid JID: {e}")))?;
+    let jid = jid::BareJid::new(raw)
+        .map_err(|e| bad_request(format!("`{raw}` is not a valid JID: {e}")))?;
     if jid.node().is_none() {
-        return Err(bad_request(format!("`{raw}` has no user part; write it as user@{}", settings.domain)));
+        return Err(bad_request(format!(
+            "`{raw}` has no user part; write it as user@{}",
+            settings.domain
+        )));
     }
     if jid.domain().as_str() != settings.domain {
-        return Err(bad_request(format!("`{raw}` is not in this server's domain `{}`", settings.domain)));
+        return Err(bad_request(format!(
+            "`{raw}` is not in this server's domain `{}`",
+            settings.domain
+        )));
     }
     Ok(jid.to_string())
 }
@@ -130,7 +142,10 @@ fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn user_record(settings: &Settings, password: String) -> Result<chorus_raft::UserRecord, ApiError> {
+async fn user_record(
+    settings: &Settings,
+    password: String,
+) -> Result<chorus_raft::UserRecord, ApiError> {
     let iterations = settings.auth.scram_iterations as u32;
     tokio::task::spawn_blocking(move || crate::auth::make_user_record(&password, iterations))
         .await
@@ -139,9 +154,12 @@ async fn user_record(settings: &Settings, password: String) -> Result<chorus_raf
 }
 
 async fn commit(raft: &RaftNode, cmd: Command) -> Result<CommandResult, ApiError> {
-    raft.propose(cmd)
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("not committed, try again: {e}")))
+    raft.propose(cmd).await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not committed, try again: {e}"),
+        )
+    })
 }
 
 async fn add_user(
@@ -152,19 +170,42 @@ async fn add_user(
     let user = account_jid(&state.settings, &body.jid)?;
     check_password(&body.password)?;
     let record = user_record(&state.settings, body.password).await?;
-    match commit(&state.raft, Command::CreateUser { user: user.clone(), record }).await? {
+    match commit(
+        &state.raft,
+        Command::CreateUser {
+            user: user.clone(),
+            record,
+        },
+    )
+    .await?
+    {
         CommandResult::Done => Ok((StatusCode::CREATED, Json(json!({ "jid": user })))),
-        CommandResult::UserExists => Err(ApiError(StatusCode::CONFLICT, format!("{user} already exists"))),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"))),
+        CommandResult::UserExists => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{user} already exists"),
+        )),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected result {other:?}"),
+        )),
     }
 }
 
-async fn delete_user(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_user(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let user = account_jid(&state.settings, &raw)?;
     match commit(&state.raft, Command::DeleteUser { user: user.clone() }).await? {
         CommandResult::Done => Ok(StatusCode::NO_CONTENT),
-        CommandResult::NoSuchUser => Err(ApiError(StatusCode::NOT_FOUND, format!("{user} does not exist"))),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"))),
+        CommandResult::NoSuchUser => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{user} does not exist"),
+        )),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected result {other:?}"),
+        )),
     }
 }
 
@@ -177,12 +218,29 @@ async fn set_password(
     let user = account_jid(&state.settings, &raw)?;
     check_password(&body.password)?;
     if state.raft.state().user(&user).is_none() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("{user} does not exist")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{user} does not exist"),
+        ));
     }
     let record = user_record(&state.settings, body.password).await?;
-    match commit(&state.raft, Command::SetPassword { user: user.clone(), record }).await? {
+    match commit(
+        &state.raft,
+        Command::SetPassword {
+            user: user.clone(),
+            record,
+        },
+    )
+    .await?
+    {
         CommandResult::Done => Ok(StatusCode::NO_CONTENT),
-        CommandResult::NoSuchUser => Err(ApiError(StatusCode::NOT_FOUND, format!("{user} does not exist"))),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"))),
+        CommandResult::NoSuchUser => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{user} does not exist"),
+        )),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected result {other:?}"),
+        )),
     }
 }

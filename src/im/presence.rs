@@ -24,7 +24,10 @@ pub fn own_state(presence: &Element) -> Option<OwnState> {
         .get_child("priority", ns::CLIENT)
         .and_then(|p| p.text().trim().parse::<i8>().ok())
         .unwrap_or(0);
-    Some(OwnState { available, priority })
+    Some(OwnState {
+        available,
+        priority,
+    })
 }
 
 #[cfg(test)]
@@ -33,9 +36,17 @@ mod tests {
 
     #[test]
     fn priority_is_read_and_bounded() {
-        let p = Element::new("presence", ns::CLIENT).with_child(Element::new("priority", ns::CLIENT).with_text("5"));
-        assert_eq!(own_state(&p), Some(OwnState { available: true, priority: 5 }));
-        let p = Element::new("presence", ns::CLIENT).with_child(Element::new("priority", ns::CLIENT).with_text("300"));
+        let p = Element::new("presence", ns::CLIENT)
+            .with_child(Element::new("priority", ns::CLIENT).with_text("5"));
+        assert_eq!(
+            own_state(&p),
+            Some(OwnState {
+                available: true,
+                priority: 5
+            })
+        );
+        let p = Element::new("presence", ns::CLIENT)
+            .with_child(Element::new("priority", ns::CLIENT).with_text("300"));
         assert_eq!(own_state(&p).unwrap().priority, 0);
         let p = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
         assert!(!own_state(&p).unwrap().available);

@@ -40,11 +40,15 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 pub fn node_id(data_dir: &Path) -> Result<u64> {
     let path = data_dir.join(NODE_ID_FILE);
     if path.exists() {
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        return text
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("{} is corrupt: expected a number, found `{}`", path.display(), text.trim()));
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return text.trim().parse().map_err(|_| {
+            anyhow!(
+                "{} is corrupt: expected a number, found `{}`",
+                path.display(),
+                text.trim()
+            )
+        });
     }
     let id = rand::rng().random_range(1..(1u64 << 53));
     write_private(&path, format!("{id}\n").as_bytes())?;
@@ -55,10 +59,14 @@ pub fn node_id(data_dir: &Path) -> Result<u64> {
 pub fn admin_token(data_dir: &Path) -> Result<String> {
     let path = data_dir.join(TOKEN_FILE);
     if path.exists() {
-        let token = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let token =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let token = token.trim().to_string();
         if token.len() < 32 {
-            return Err(anyhow!("{} is corrupt: the token is too short", path.display()));
+            return Err(anyhow!(
+                "{} is corrupt: the token is too short",
+                path.display()
+            ));
         }
         return Ok(token);
     }
@@ -107,7 +115,10 @@ mod tests {
         assert_eq!(node_id(dir.path()).unwrap(), id);
         let token = admin_token(dir.path()).unwrap();
         assert_eq!(admin_token(dir.path()).unwrap(), token);
-        let mode = fs::metadata(dir.path().join(TOKEN_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -20,7 +20,8 @@ pub async fn serve(settings: Settings) -> Result<()> {
     let settings = Arc::new(settings);
     let addrs = settings.addresses()?;
     let data_dir = settings.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let node_id = files::node_id(&data_dir)?;
     let token = files::admin_token(&data_dir)?;
     let tls = c2s::tls::acceptor(&settings)?;
@@ -58,13 +59,20 @@ pub async fn serve(settings: Settings) -> Result<()> {
         raft: raft.clone(),
         router: router.clone(),
         tls,
-        credentials: Arc::new(StateCredentials { state: raft.state(), domain: settings.domain.clone() }),
+        credentials: Arc::new(StateCredentials {
+            state: raft.state(),
+            domain: settings.domain.clone(),
+        }),
         limits: C2s::limits_from(&settings),
         arbiter: actix::Arbiter::current(),
         stats: Default::default(),
     });
     tokio::spawn(c2s::listener::accept_loop(c2s.clone(), c2s_listener, false));
-    tokio::spawn(c2s::listener::accept_loop(c2s.clone(), c2s_tls_listener, true));
+    tokio::spawn(c2s::listener::accept_loop(
+        c2s.clone(),
+        c2s_tls_listener,
+        true,
+    ));
 
     let api = http::api::routes(http::api::ApiState {
         token: Arc::new(token),
@@ -81,7 +89,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
     });
     files::write_api_info(
         &data_dir,
-        &files::ApiInfo { url: format!("http://{http_addr}"), pid: std::process::id(), node_id },
+        &files::ApiInfo {
+            url: format!("http://{http_addr}"),
+            pid: std::process::id(),
+            node_id,
+        },
     )?;
     tracing::info!(
         node_id,

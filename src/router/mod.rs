@@ -32,7 +32,14 @@ pub struct Router {
 
 impl Router {
     pub fn new(node_id: u64, domain: String, state: StateReader) -> Self {
-        Router { node_id, domain, state, sessions: HashMap::new(), users: HashMap::new(), stats: RouterStats::default() }
+        Router {
+            node_id,
+            domain,
+            state,
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+            stats: RouterStats::default(),
+        }
     }
 
     /// Start the router and feed it the state machine's routing events.
@@ -46,7 +53,10 @@ impl Router {
                 match events.recv().await {
                     Ok(event) => router.do_send(Applied(event)),
                     Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "routing events lagged; reconciling sessions with the routing table");
+                        tracing::warn!(
+                            missed = n,
+                            "routing events lagged; reconciling sessions with the routing table"
+                        );
                         router.do_send(Reconcile);
                     }
                     Err(RecvError::Closed) => break,
@@ -57,8 +67,13 @@ impl Router {
     }
 
     fn route(&mut self, ctx: &mut Context<Self>, stanza: Element) {
-        let Some(kind) = stanza::kind(&stanza) else { return };
-        let stanza_type = stanza.attr("type").unwrap_or(user::default_type(kind)).to_string();
+        let Some(kind) = stanza::kind(&stanza) else {
+            return;
+        };
+        let stanza_type = stanza
+            .attr("type")
+            .unwrap_or(user::default_type(kind))
+            .to_string();
         let Some(to) = stanza.attr("to").and_then(|t| jid::Jid::new(t).ok()) else {
             tracing::debug!("router got a stanza without a valid to; dropped");
             return;
@@ -80,7 +95,11 @@ impl Router {
             }
         }
         if let Some((user, _)) = self.users.get(&bare) {
-            user.do_send(user::ForUser { stanza, kind, missing_resource: to.is_full() });
+            user.do_send(user::ForUser {
+                stanza,
+                kind,
+                missing_resource: to.is_full(),
+            });
             return;
         }
         let decision = if self.state.user(&bare).is_none() {
@@ -109,10 +128,19 @@ impl Router {
         ctx.notify(RouteStanza(reply));
     }
 
-    fn kick_session(&self, full_jid: &str, session_id: &str, condition: StreamErrorKind, text: &str) {
+    fn kick_session(
+        &self,
+        full_jid: &str,
+        session_id: &str,
+        condition: StreamErrorKind,
+        text: &str,
+    ) {
         if let Some(handle) = self.sessions.get(full_jid) {
             if handle.session_id == session_id {
-                handle.kick.do_send(Kick { condition, text: Some(text.to_string()) });
+                handle.kick.do_send(Kick {
+                    condition,
+                    text: Some(text.to_string()),
+                });
             }
         }
     }
@@ -138,20 +166,30 @@ impl Handler<Register> for Router {
     type Result = ();
     fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) {
         let handle = msg.0;
-        let Ok(full) = jid::FullJid::new(&handle.full_jid) else { return };
+        let Ok(full) = jid::FullJid::new(&handle.full_jid) else {
+            return;
+        };
         let bare = full.to_bare().to_string();
-        if let Some(old) = self.sessions.insert(handle.full_jid.clone(), handle.clone()) {
+        if let Some(old) = self
+            .sessions
+            .insert(handle.full_jid.clone(), handle.clone())
+        {
             if old.session_id != handle.session_id {
                 // The Raft event normally does this; this covers a lagged event stream.
                 old.kick.do_send(Kick {
                     condition: StreamErrorKind::Conflict,
                     text: Some("replaced by a new connection".into()),
                 });
-                self.users.entry(bare.clone()).and_modify(|(_, n)| *n = n.saturating_sub(1));
+                self.users
+                    .entry(bare.clone())
+                    .and_modify(|(_, n)| *n = n.saturating_sub(1));
             }
         }
         let router = ctx.address().recipient();
-        let entry = self.users.entry(bare.clone()).or_insert_with(|| (UserActor::new(bare, router).start(), 0));
+        let entry = self
+            .users
+            .entry(bare.clone())
+            .or_insert_with(|| (UserActor::new(bare, router).start(), 0));
         entry.1 += 1;
         entry.0.do_send(user::AddResource(handle));
     }
@@ -160,14 +198,23 @@ impl Handler<Register> for Router {
 impl Handler<Unregister> for Router {
     type Result = ();
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
-        if !self.sessions.get(&msg.full_jid).is_some_and(|h| h.session_id == msg.session_id) {
+        if self
+            .sessions
+            .get(&msg.full_jid)
+            .is_none_or(|h| h.session_id != msg.session_id)
+        {
             return;
         }
         self.sessions.remove(&msg.full_jid);
-        let Ok(full) = jid::FullJid::new(&msg.full_jid) else { return };
+        let Ok(full) = jid::FullJid::new(&msg.full_jid) else {
+            return;
+        };
         let bare = full.to_bare().to_string();
         if let Some((user, count)) = self.users.get_mut(&bare) {
-            user.do_send(user::RemoveResource { full_jid: msg.full_jid, session_id: msg.session_id });
+            user.do_send(user::RemoveResource {
+                full_jid: msg.full_jid,
+                session_id: msg.session_id,
+            });
             *count = count.saturating_sub(1);
             if *count == 0 {
                 user.do_send(user::Stop);
@@ -180,7 +227,9 @@ impl Handler<Unregister> for Router {
 impl Handler<PresenceChanged> for Router {
     type Result = ();
     fn handle(&mut self, msg: PresenceChanged, _: &mut Context<Self>) {
-        let Ok(full) = jid::FullJid::new(&msg.full_jid) else { return };
+        let Ok(full) = jid::FullJid::new(&msg.full_jid) else {
+            return;
+        };
         if let Some((user, _)) = self.users.get(&full.to_bare().to_string()) {
             user.do_send(msg);
         }
@@ -198,7 +247,10 @@ impl Handler<ShutdownSessions> for Router {
     type Result = ();
     fn handle(&mut self, _: ShutdownSessions, _: &mut Context<Self>) {
         for handle in self.sessions.values() {
-            handle.kick.do_send(Kick { condition: StreamErrorKind::SystemShutdown, text: None });
+            handle.kick.do_send(Kick {
+                condition: StreamErrorKind::SystemShutdown,
+                text: None,
+            });
         }
     }
 }
@@ -223,13 +275,22 @@ impl Handler<Applied> for Router {
         match msg.0 {
             StateEvent::RouteReplaced { full_jid, old, new } => {
                 if old.node == self.node_id && old.session != new.session {
-                    self.kick_session(&full_jid, &old.session, StreamErrorKind::Conflict, "replaced by a new connection");
+                    self.kick_session(
+                        &full_jid,
+                        &old.session,
+                        StreamErrorKind::Conflict,
+                        "replaced by a new connection",
+                    );
                 }
             }
             StateEvent::RouteRemoved { .. } => {}
             StateEvent::UserDeleted { user } => {
                 let prefix = format!("{user}/");
-                for handle in self.sessions.values().filter(|h| h.full_jid.starts_with(&prefix)) {
+                for handle in self
+                    .sessions
+                    .values()
+                    .filter(|h| h.full_jid.starts_with(&prefix))
+                {
                     handle.kick.do_send(Kick {
                         condition: StreamErrorKind::NotAuthorized,
                         text: Some("account deleted".into()),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 
 use crate::im::delivery::{self, ResourceView, Verdict};
-use crate::router::messages::{Deliver, PresenceChanged, RouteStanza, SessionHandle};
+use crate::router::messages::{PresenceChanged, RouteStanza, SessionHandle};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
 use crate::xmpp::stanza::StanzaKind;
@@ -30,13 +30,21 @@ pub struct UserActor {
 
 impl UserActor {
     pub fn new(bare: String, router: Recipient<RouteStanza>) -> Self {
-        UserActor { bare, resources: BTreeMap::new(), router }
+        UserActor {
+            bare,
+            resources: BTreeMap::new(),
+            router,
+        }
     }
 
     fn views(&self) -> Vec<ResourceView> {
         self.resources
             .iter()
-            .map(|(jid, r)| ResourceView { full_jid: jid.clone(), available: r.available, priority: r.priority })
+            .map(|(jid, r)| ResourceView {
+                full_jid: jid.clone(),
+                available: r.available,
+                priority: r.priority,
+            })
             .collect()
     }
 
@@ -62,7 +70,8 @@ impl UserActor {
 
     fn bounce(&self, stanza: &Element, kind: StanzaErrorKind) {
         if stanza.attr("type") != Some("error") {
-            self.router.do_send(RouteStanza(error_reply(stanza, kind, None)));
+            self.router
+                .do_send(RouteStanza(error_reply(stanza, kind, None)));
         }
     }
 }
@@ -96,14 +105,25 @@ impl Handler<AddResource> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: AddResource, _: &mut Context<Self>) {
         let jid = msg.0.full_jid.clone();
-        self.resources.insert(jid, Resource { handle: msg.0, available: false, priority: 0 });
+        self.resources.insert(
+            jid,
+            Resource {
+                handle: msg.0,
+                available: false,
+                priority: 0,
+            },
+        );
     }
 }
 
 impl Handler<RemoveResource> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: RemoveResource, _: &mut Context<Self>) {
-        if self.resources.get(&msg.full_jid).is_some_and(|r| r.handle.session_id == msg.session_id) {
+        if self
+            .resources
+            .get(&msg.full_jid)
+            .is_some_and(|r| r.handle.session_id == msg.session_id)
+        {
             self.resources.remove(&msg.full_jid);
         }
     }
@@ -124,7 +144,11 @@ impl Handler<PresenceChanged> for UserActor {
 impl Handler<ForUser> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: ForUser, _: &mut Context<Self>) {
-        let stanza_type = msg.stanza.attr("type").unwrap_or(default_type(msg.kind)).to_string();
+        let stanza_type = msg
+            .stanza
+            .attr("type")
+            .unwrap_or(default_type(msg.kind))
+            .to_string();
         let views = self.views();
         let decision = if msg.missing_resource {
             delivery::to_missing_resource(msg.kind, &stanza_type, &views)

@@ -33,7 +33,10 @@ impl IqFeature for Disco {
 
 /// The server's identity and sorted, de-duplicated features.
 pub fn server_features() -> Vec<&'static str> {
-    let mut features: Vec<&'static str> = SERVER_FEATURES.iter().flat_map(|f| f.disco_features().iter().copied()).collect();
+    let mut features: Vec<&'static str> = SERVER_FEATURES
+        .iter()
+        .flat_map(|f| f.disco_features().iter().copied())
+        .collect();
     features.sort_unstable();
     features.dedup();
     features

@@ -27,8 +27,12 @@ pub trait IqFeature: Sync {
 }
 
 /// Every feature the server answers, in one place.
-pub static SERVER_FEATURES: &[&dyn IqFeature] =
-    &[&disco::Disco, &ping::Ping, &version::Version, &legacy_session::LegacySession];
+pub static SERVER_FEATURES: &[&dyn IqFeature] = &[
+    &disco::Disco,
+    &ping::Ping,
+    &version::Version,
+    &legacy_session::LegacySession,
+];
 
 /// Answer an iq get or set addressed to the server: the feature's answer, or
 /// `service-unavailable` when no feature takes it (RFC 6120 8.4).

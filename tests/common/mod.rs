@@ -24,7 +24,11 @@ use tokio_rustls::rustls;
 pub const BIN: &str = env!("CARGO_BIN_EXE_chorus");
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One `chorus serve` process with its own data dir and ports.
@@ -108,7 +112,11 @@ impl TestNode {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("chorus exited early ({status}):\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "node did not start:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "node did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -148,12 +156,21 @@ impl TestNode {
 
     /// Run `chorus ARGS... --data-dir DIR` (the CLI as other tools drive it).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).arg("--data-dir").arg(self.data_dir()).output().expect("run chorus cli")
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .output()
+            .expect("run chorus cli")
     }
 
     pub fn add_user(&self, jid: &str, password: &str) {
         let out = self.cli(&["user", "add", jid, "--password", password]);
-        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// GET an admin API path with the node's token.
@@ -178,7 +195,10 @@ impl Drop for TestNode {
 }
 
 pub fn unsafe_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -212,7 +232,13 @@ impl Client {
     fn from_io(io: Box<dyn Io>, domain: &str) -> Client {
         let (r, w) = tokio::io::split(io);
         Client {
-            reader: Some(StreamReader::new(r, Limits { max_stanza_bytes: 1 << 24, ..Limits::default() })),
+            reader: Some(StreamReader::new(
+                r,
+                Limits {
+                    max_stanza_bytes: 1 << 24,
+                    ..Limits::default()
+                },
+            )),
             writer: Some(w),
             domain: domain.into(),
             jid: None,
@@ -230,14 +256,24 @@ impl Client {
     pub async fn starttls(node: &TestNode) -> Client {
         let mut c = Client::tcp(node.c2s, &node.domain).await;
         c.open().await;
-        assert!(c.features.as_ref().unwrap().get_child("starttls", ns::TLS).is_some(), "no starttls offered");
+        assert!(
+            c.features
+                .as_ref()
+                .unwrap()
+                .get_child("starttls", ns::TLS)
+                .is_some(),
+            "no starttls offered"
+        );
         c.send(&format!("<starttls xmlns='{}'/>", ns::TLS)).await;
         let proceed = c.recv().await;
         assert!(proceed.is("proceed", ns::TLS), "{proceed:?}");
         let r = c.reader.take().unwrap().into_inner();
         let io = r.unsplit(c.writer.take().unwrap());
         let name = rustls::pki_types::ServerName::try_from(node.domain.clone()).unwrap();
-        let tls = tls_connector(&node.cert_path()).connect(name, io).await.unwrap();
+        let tls = tls_connector(&node.cert_path())
+            .connect(name, io)
+            .await
+            .unwrap();
         let mut c = Client::from_io(Box::new(tls), &node.domain);
         c.open().await;
         c
@@ -245,9 +281,14 @@ impl Client {
 
     /// Connect to the direct-TLS port (XEP-0368).
     pub async fn direct_tls(node: &TestNode) -> Client {
-        let tcp = TcpStream::connect(("127.0.0.1", node.c2s_tls)).await.unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", node.c2s_tls))
+            .await
+            .unwrap();
         let name = rustls::pki_types::ServerName::try_from(node.domain.clone()).unwrap();
-        let tls = tls_connector(&node.cert_path()).connect(name, tcp).await.unwrap();
+        let tls = tls_connector(&node.cert_path())
+            .connect(name, tcp)
+            .await
+            .unwrap();
         let mut c = Client::from_io(Box::new(tls), &node.domain);
         c.open().await;
         c
@@ -283,9 +324,12 @@ impl Client {
     }
 
     pub async fn next(&mut self) -> Result<StreamEvent, ReadError> {
-        tokio::time::timeout(Duration::from_secs(30), self.reader.as_mut().unwrap().next())
-            .await
-            .expect("server did not answer within 30 s")
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            self.reader.as_mut().unwrap().next(),
+        )
+        .await
+        .expect("server did not answer within 30 s")
     }
 
     pub async fn recv(&mut self) -> Element {
@@ -300,7 +344,10 @@ impl Client {
         loop {
             match self.next().await {
                 Ok(StreamEvent::Stanza(el)) if el.name() == "error" && el.ns() == ns::STREAM => {
-                    return el.children().find(|c| c.ns() == ns::STREAMS && c.name() != "text").map(|c| c.name().to_string());
+                    return el
+                        .children()
+                        .find(|c| c.ns() == ns::STREAMS && c.name() != "text")
+                        .map(|c| c.name().to_string());
                 }
                 Ok(StreamEvent::Stanza(_)) | Ok(StreamEvent::Header(_)) => continue,
                 Ok(StreamEvent::Closed) | Err(_) => return None,
@@ -333,8 +380,10 @@ impl Client {
             return challenge;
         }
         let server_first = String::from_utf8(B64.decode(challenge.text().trim()).unwrap()).unwrap();
-        let attrs: std::collections::HashMap<&str, &str> =
-            server_first.split(',').filter_map(|kv| kv.split_once('=')).collect();
+        let attrs: std::collections::HashMap<&str, &str> = server_first
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
         let nonce = attrs["r"];
         assert!(nonce.starts_with(&cnonce), "server nonce must extend ours");
         let salt = B64.decode(attrs["s"]).unwrap();
@@ -342,19 +391,34 @@ impl Client {
         let mut salted = [0u8; 32];
         pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
         let client_key = hmac256(&salted, b"Client Key");
-        let stored_key = Sha256::digest(client_key);
+        let stored_key = Sha256::digest(&client_key);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = hmac256(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(signature.iter()).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let final_msg = format!("{without_proof},p={}", B64.encode(proof));
-        self.send(&format!("<response xmlns='{}'>{}</response>", ns::SASL, B64.encode(final_msg.as_bytes()))).await;
+        self.send(&format!(
+            "<response xmlns='{}'>{}</response>",
+            ns::SASL,
+            B64.encode(final_msg.as_bytes())
+        ))
+        .await;
         let outcome = self.recv().await;
         if outcome.name() == "success" {
             let server_key = hmac256(&salted, b"Server Key");
-            let expected = format!("v={}", B64.encode(hmac256(&server_key, auth_message.as_bytes())));
+            let expected = format!(
+                "v={}",
+                B64.encode(hmac256(&server_key, auth_message.as_bytes()))
+            );
             let got = String::from_utf8(B64.decode(outcome.text().trim()).unwrap()).unwrap();
-            assert_eq!(got, expected, "server signature must prove the server knows the key");
+            assert_eq!(
+                got, expected,
+                "server signature must prove the server knows the key"
+            );
         }
         outcome
     }
@@ -362,12 +426,27 @@ impl Client {
     /// After SASL success: restart the stream and bind a resource.
     pub async fn bind(&mut self, resource: Option<&str>) -> Element {
         let r = self.reader.take().unwrap().into_inner();
-        self.reader = Some(StreamReader::new(r, Limits { max_stanza_bytes: 1 << 24, ..Limits::default() }));
+        self.reader = Some(StreamReader::new(
+            r,
+            Limits {
+                max_stanza_bytes: 1 << 24,
+                ..Limits::default()
+            },
+        ));
         self.open().await;
-        let res = resource.map(|r| format!("<resource>{r}</resource>")).unwrap_or_default();
-        self.send(&format!("<iq type='set' id='bind1'><bind xmlns='{}'>{res}</bind></iq>", ns::BIND)).await;
+        let res = resource
+            .map(|r| format!("<resource>{r}</resource>"))
+            .unwrap_or_default();
+        self.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='{}'>{res}</bind></iq>",
+            ns::BIND
+        ))
+        .await;
         let reply = self.recv().await;
-        if let Some(jid) = reply.get_child("bind", ns::BIND).and_then(|b| b.get_child("jid", ns::BIND)) {
+        if let Some(jid) = reply
+            .get_child("bind", ns::BIND)
+            .and_then(|b| b.get_child("jid", ns::BIND))
+        {
             self.jid = Some(jid.text());
         }
         reply

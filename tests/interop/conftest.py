@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def chorus_bin() -> str:
-    explicit = os.environ.get("CHORUS_BIN")
+    explicit = os.environ.get("TEST_CHORUS_BIN")
     if explicit:
         return explicit
     target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))

@@ -49,7 +49,7 @@ class Session:
         return await asyncio.wait_for(self.outcome, TIMEOUT)
 
     def mechanism(self) -> str:
-        return self.xmpp["feature_mechanisms"].mech.name
+        return self.xmpp.plugin["feature_mechanisms"].mech.name
 
     def close(self):
         self.xmpp.auto_reconnect = False
@@ -146,7 +146,7 @@ def test_bind_conflict_ends_the_older_stream(node):
         error = await asyncio.wait_for(first.stream_errors.get(), TIMEOUT)
         assert error["condition"] == "conflict"
         # The newer stream still works.
-        pong = await second.xmpp["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)
+        pong = await second.xmpp.plugin["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)
         assert pong is not None
         second.close()
 
@@ -159,11 +159,11 @@ def test_server_disco_and_ping(node):
     async def scenario():
         s = Session(node, "alice", "a-pass", "py")
         assert await s.connect()
-        info = await s.xmpp["xep_0030"].get_info(jid="localhost", timeout=TIMEOUT)
+        info = await s.xmpp.plugin["xep_0030"].get_info(jid="localhost", timeout=TIMEOUT)
         features = info["disco_info"]["features"]
         assert "urn:xmpp:ping" in features and "jabber:iq:version" in features
         assert ("server", "im", None, "Chorus") in info["disco_info"]["identities"]
-        rtt = await s.xmpp["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)
+        rtt = await s.xmpp.plugin["xep_0199"].ping(jid="localhost", timeout=TIMEOUT)
         assert rtt is not None
         s.close()
 
