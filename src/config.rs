@@ -42,6 +42,8 @@ pub struct C2sSettings {
     pub allow_plaintext_auth: bool,
     /// Largest stanza accepted, in bytes; larger ones end the stream with policy-violation.
     pub max_stanza_bytes: u64,
+    /// Largest stanza accepted before authentication: unauthenticated peers get less.
+    pub max_stanza_bytes_before_auth: u64,
     /// Deepest element nesting accepted inside a stanza.
     pub max_depth: u64,
     /// Most attributes accepted on one element.
@@ -128,6 +130,7 @@ impl Default for C2sSettings {
             tls_listen: "127.0.0.1:5223".into(),
             allow_plaintext_auth: false,
             max_stanza_bytes: 256 * 1024,
+            max_stanza_bytes_before_auth: 16 * 1024,
             max_depth: 32,
             max_attrs: 64,
             auth_timeout_secs: 30,
@@ -276,6 +279,10 @@ impl Settings {
         }
         let positive = [
             ("c2s.max_stanza_bytes", self.c2s.max_stanza_bytes),
+            (
+                "c2s.max_stanza_bytes_before_auth",
+                self.c2s.max_stanza_bytes_before_auth,
+            ),
             ("c2s.max_depth", self.c2s.max_depth),
             ("c2s.max_attrs", self.c2s.max_attrs),
             ("c2s.auth_timeout_secs", self.c2s.auth_timeout_secs),

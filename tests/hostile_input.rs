@@ -166,3 +166,33 @@ async fn plaintext_injected_before_tls_is_refused() {
         Some("policy-violation")
     );
 }
+
+#[tokio::test]
+async fn unauthenticated_peers_get_a_smaller_stanza_limit() {
+    let node = TestNode::start();
+    node.add_user("alice@localhost", "a-pass");
+    // 20 KiB is over the 16 KiB allowed before authentication...
+    let big = "x".repeat(20 * 1024);
+    let mut c = Client::starttls(&node).await;
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{big}</auth>"
+    ))
+    .await;
+    assert_eq!(
+        c.expect_stream_error().await.as_deref(),
+        Some("policy-violation")
+    );
+    // ...and well under the 256 KiB allowed after it.
+    let mut alice = Client::login(&node, "alice", "a-pass", "r").await;
+    let body = "y".repeat(100 * 1024);
+    alice
+        .send(&format!(
+            "<message to='alice@localhost/r' id='big'><body>{body}</body></message>"
+        ))
+        .await;
+    let got = alice.recv_until(|e| e.attr("id") == Some("big")).await;
+    assert_eq!(
+        got.get_child("body", "jabber:client").unwrap().text().len(),
+        body.len()
+    );
+}

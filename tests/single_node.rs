@@ -373,3 +373,80 @@ async fn clean_close_is_answered() {
     .unwrap();
     assert!(end, "the server must close its stream too");
 }
+
+#[tokio::test]
+async fn metrics_count_logins_sessions_and_raft_progress() {
+    let node = TestNode::start();
+    node.add_user("alice@localhost", "a-pass");
+    let _c = Client::login(&node, "alice", "a-pass", "r").await;
+    let mut bad = Client::starttls(&node).await;
+    bad.scram_sha256("alice", "wrong").await;
+    let text = ureq::get(&format!("http://127.0.0.1:{}/metrics", node.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    assert_eq!(value("chorus_c2s_auth_successes_total"), 1.0);
+    assert_eq!(value("chorus_c2s_auth_failures_total"), 1.0);
+    assert_eq!(value("chorus_c2s_sessions"), 1.0);
+    assert_eq!(value("chorus_raft_is_leader"), 1.0);
+    assert!(
+        value("chorus_raft_commands_proposed_total") >= value("chorus_raft_entries_proposed_total")
+    );
+    assert!(value("chorus_raft_last_applied") > 0.0);
+}
+
+#[tokio::test]
+async fn concurrent_binds_share_raft_entries() {
+    const CLIENTS: usize = 200;
+    let node = TestNode::start();
+    node.add_user("alice@localhost", "a-pass");
+    let before = status(&node)["raft"].clone();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let node = std::sync::Arc::new(node);
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (node, barrier) = (node.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut c = Client::starttls(&node).await;
+                assert_eq!(c.scram_sha256("alice", "a-pass").await.name(), "success");
+                c.restart().await;
+                // Every client asks to bind at the same moment.
+                barrier.wait().await;
+                let reply = c.bind_resource(Some(&format!("r{i}"))).await;
+                assert_eq!(reply.attr("type"), Some("result"));
+                c
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    let after = status(&node)["raft"].clone();
+    let entries =
+        after["entries_proposed"].as_u64().unwrap() - before["entries_proposed"].as_u64().unwrap();
+    let commands = after["commands_proposed"].as_u64().unwrap()
+        - before["commands_proposed"].as_u64().unwrap();
+    eprintln!("{CLIENTS} concurrent binds: {commands} commands in {entries} log entries");
+    assert!(
+        commands >= CLIENTS as u64,
+        "{commands} commands for {CLIENTS} binds"
+    );
+    assert!(
+        entries * 2 < commands,
+        "{CLIENTS} binds took {entries} log entries for {commands} commands"
+    );
+    assert_eq!(
+        node.api_get("/api/v1/status")["router"]["sessions"].as_u64(),
+        Some(CLIENTS as u64)
+    );
+}

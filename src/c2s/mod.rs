@@ -31,6 +31,8 @@ pub struct C2s {
     pub tls: tokio_rustls::TlsAcceptor,
     pub credentials: Arc<dyn CredentialStore>,
     pub limits: Limits,
+    /// Tighter limits until SASL succeeds.
+    pub limits_before_auth: Limits,
     /// Where session actors live (actors cannot start inside plain tokio tasks).
     pub arbiter: actix::ArbiterHandle,
     pub stats: C2sStats,
@@ -49,12 +51,21 @@ impl C2s {
         &self.settings.domain
     }
 
-    pub fn limits_from(settings: &Settings) -> Limits {
-        Limits {
+    /// The parser limits after authentication, and before it.
+    pub fn limits_from(settings: &Settings) -> (Limits, Limits) {
+        let after = Limits {
             max_stanza_bytes: settings.c2s.max_stanza_bytes as usize,
             max_depth: settings.c2s.max_depth as usize,
             max_attrs: settings.c2s.max_attrs as usize,
-        }
+        };
+        let before = Limits {
+            max_stanza_bytes: settings
+                .c2s
+                .max_stanza_bytes_before_auth
+                .min(settings.c2s.max_stanza_bytes) as usize,
+            ..after.clone()
+        };
+        (after, before)
     }
 }
 
@@ -62,20 +73,32 @@ impl C2s {
 pub struct StateCredentials {
     pub state: StateReader,
     pub domain: String,
+    /// What an unknown user is told, so that its challenge looks like a real
+    /// account's: the configured iteration count and a salt keyed by a secret
+    /// that survives restarts (a new salt after a restart would give it away).
+    pub iterations: u32,
+    pub salt_key: [u8; 32],
 }
 
-impl StateCredentials {
-    /// The bare JID a SASL username names, normalized as the store keys it.
-    pub fn bare_jid(&self, username: &str) -> Option<jid::BareJid> {
-        if username.contains('@') || username.contains('/') {
-            return None;
-        }
-        jid::BareJid::new(&format!("{username}@{}", self.domain)).ok()
+/// The bare JID a SASL username names in `domain`, normalized as the store keys it.
+pub fn account_jid(username: &str, domain: &str) -> Option<jid::BareJid> {
+    if username.contains('@') || username.contains('/') {
+        return None;
     }
+    jid::BareJid::new(&format!("{username}@{domain}")).ok()
 }
 
 impl CredentialStore for StateCredentials {
     fn lookup(&self, username: &str) -> Option<UserRecord> {
-        self.state.user(self.bare_jid(username)?.as_str())
+        self.state
+            .user(account_jid(username, &self.domain)?.as_str())
+    }
+
+    fn iterations_for_unknown_users(&self) -> u32 {
+        self.iterations
+    }
+
+    fn unknown_user_salt_key(&self) -> Option<[u8; 32]> {
+        Some(self.salt_key)
     }
 }

@@ -55,6 +55,7 @@ pub struct Conn {
     stream_id: String,
     channel_binding: Option<Vec<u8>>,
     secure: bool,
+    authenticated: bool,
 }
 
 impl Conn {
@@ -67,12 +68,18 @@ impl Conn {
             stream_id: String::new(),
             channel_binding: None,
             secure: false,
+            authenticated: false,
         }
     }
 
     fn attach(&mut self, c2s: &C2s, transport: Transport) {
         let (r, w) = split(transport);
-        self.reader = Some(StreamReader::new(r, c2s.limits.clone()));
+        let limits = if self.authenticated {
+            &c2s.limits
+        } else {
+            &c2s.limits_before_auth
+        };
+        self.reader = Some(StreamReader::new(r, limits.clone()));
         self.writer = Some(w);
         self.header_sent = false;
     }
@@ -212,6 +219,7 @@ pub async fn negotiate(
                     match authenticate(c2s, conn, &el).await? {
                         Some(user) => {
                             c2s.stats.auth_successes.fetch_add(1, Ordering::Relaxed);
+                            conn.authenticated = true;
                             restart_parser(conn, c2s)?;
                             break Stage::Bind(user);
                         }
@@ -423,11 +431,7 @@ async fn authenticate(
                 username,
                 additional_data,
             } => {
-                let Some(user) = (StateCredentials {
-                    state: c2s.raft.state(),
-                    domain: c2s.domain().to_string(),
-                })
-                .bare_jid(&username) else {
+                let Some(user) = super::account_jid(&username, c2s.domain()) else {
                     conn.send(&sasl_failure(SaslFailure::NotAuthorized)).await?;
                     return Ok(None);
                 };
@@ -445,8 +449,6 @@ async fn authenticate(
         }
     }
 }
-
-use super::StateCredentials;
 
 /// The client's next `<response/>`; `None` if it aborted (answered here).
 async fn next_sasl_response(conn: &mut Conn) -> Result<Option<Vec<u8>>, Close> {

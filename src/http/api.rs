@@ -55,13 +55,14 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/users/{jid}", axum::routing::delete(delete_user))
         .route("/api/v1/users/{jid}/password", put(set_password))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    api.fallback(|| async {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "no such endpoint; see docs/api.md".into(),
-        )
-    })
-    .with_state(state)
+    api.route("/metrics", get(super::metrics::scrape))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/api.md".into(),
+            )
+        })
+        .with_state(state)
 }
 
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {

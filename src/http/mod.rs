@@ -1,3 +1,4 @@
 //! HTTP: the admin API (and, in later issues, BOSH, WebSocket and metrics).
 
 pub mod api;
+pub mod metrics;

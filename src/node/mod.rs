@@ -52,6 +52,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         .await
         .context("clearing this node's routes from before the restart")?;
 
+    let (limits, limits_before_auth) = C2s::limits_from(&settings);
     let router = Router::start_with(raft.clone(), settings.domain.clone());
     let c2s = Arc::new(C2s {
         settings: settings.clone(),
@@ -62,8 +63,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
         credentials: Arc::new(StateCredentials {
             state: raft.state(),
             domain: settings.domain.clone(),
+            iterations: settings.auth.scram_iterations as u32,
+            salt_key: unknown_user_salt_key(&token),
         }),
-        limits: C2s::limits_from(&settings),
+        limits,
+        limits_before_auth,
         arbiter: actix::Arbiter::current(),
         stats: Default::default(),
     });
@@ -113,6 +117,17 @@ pub async fn serve(settings: Settings) -> Result<()> {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     raft.shutdown().await.ok();
     Ok(())
+}
+
+/// A stable secret for unknown users' fake SCRAM salts, derived from the admin
+/// token so that it survives restarts without another file to keep.
+fn unknown_user_salt_key(token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(b"chorus unknown-user salt key\0")
+        .chain_update(token.as_bytes())
+        .finalize()
+        .into()
 }
 
 async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener> {

@@ -423,8 +423,8 @@ impl Client {
         outcome
     }
 
-    /// After SASL success: restart the stream and bind a resource.
-    pub async fn bind(&mut self, resource: Option<&str>) -> Element {
+    /// After SASL success: restart the stream (fresh parser, new header).
+    pub async fn restart(&mut self) {
         let r = self.reader.take().unwrap().into_inner();
         self.reader = Some(StreamReader::new(
             r,
@@ -434,6 +434,10 @@ impl Client {
             },
         ));
         self.open().await;
+    }
+
+    /// Bind a resource on a restarted stream.
+    pub async fn bind_resource(&mut self, resource: Option<&str>) -> Element {
         let res = resource
             .map(|r| format!("<resource>{r}</resource>"))
             .unwrap_or_default();
@@ -450,6 +454,12 @@ impl Client {
             self.jid = Some(jid.text());
         }
         reply
+    }
+
+    /// After SASL success: restart the stream and bind a resource.
+    pub async fn bind(&mut self, resource: Option<&str>) -> Element {
+        self.restart().await;
+        self.bind_resource(resource).await
     }
 
     /// STARTTLS, SCRAM-SHA-256, bind, initial presence.

@@ -1,0 +1,132 @@
+//! `/metrics`: the node's figures in the Prometheus text format, read fresh at
+//! each scrape from the counters and state that already exist (nothing here is
+//! a second copy to keep in step).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::api::ApiState;
+use crate::router::messages::GetStats;
+
+pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
+    let mut registry = Registry::with_prefix("chorus");
+    let c2s = &state.c2s.stats;
+    let counters = [
+        (
+            "c2s_connections_accepted",
+            "client connections accepted",
+            c2s.connections_accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "c2s_auth_successes",
+            "successful SASL authentications",
+            c2s.auth_successes.load(Ordering::Relaxed),
+        ),
+        (
+            "c2s_auth_failures",
+            "failed SASL authentications",
+            c2s.auth_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "c2s_stream_errors",
+            "client streams ended with a stream error",
+            c2s.stream_errors.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        registry.register(name, help, ConstCounter::new(value));
+    }
+    let stats = state.router.send(GetStats).await.unwrap_or_default();
+    registry.register(
+        "router_stanzas_routed",
+        "stanzas routed by address",
+        ConstCounter::new(stats.routed),
+    );
+    registry.register(
+        "router_stanzas_bounced",
+        "stanzas answered with an error",
+        ConstCounter::new(stats.bounced),
+    );
+    registry.register(
+        "c2s_sessions",
+        "bound client streams on this node",
+        ConstGauge::new(stats.sessions as i64),
+    );
+    registry.register(
+        "online_users",
+        "accounts with a bound stream on this node",
+        ConstGauge::new(stats.online_users as i64),
+    );
+
+    let raft = state.raft.status();
+    let gauges = [
+        ("raft_term", "current Raft term", raft.current_term),
+        (
+            "raft_is_leader",
+            "1 if this node leads the cluster",
+            u64::from(raft.state == "Leader"),
+        ),
+        (
+            "raft_last_log_index",
+            "index of the last log entry",
+            raft.last_log_index.unwrap_or(0),
+        ),
+        (
+            "raft_last_applied",
+            "index of the last applied entry",
+            raft.last_applied.unwrap_or(0),
+        ),
+        (
+            "raft_snapshot_index",
+            "last index in the current snapshot",
+            raft.snapshot_index.unwrap_or(0),
+        ),
+        (
+            "raft_first_log_index",
+            "first index still in the log (purged below)",
+            raft.first_log_index,
+        ),
+        (
+            "raft_voters",
+            "voting members",
+            raft.membership.len() as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        registry.register(name, help, ConstGauge::new(value));
+    }
+    registry.register(
+        "raft_entries_proposed",
+        "log entries proposed by this node",
+        ConstCounter::new(raft.entries_proposed),
+    );
+    registry.register(
+        "raft_commands_proposed",
+        "commands proposed by this node (several share an entry)",
+        ConstCounter::new(raft.commands_proposed),
+    );
+
+    let mut body = String::new();
+    if encode(&mut body, &registry).is_err() {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding failed",
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
