@@ -450,3 +450,72 @@ async fn concurrent_binds_share_raft_entries() {
         Some(CLIENTS as u64)
     );
 }
+
+#[tokio::test]
+async fn plaintext_auth_works_only_when_allowed() {
+    let node = TestNode::start_with(&["--allow-plaintext-auth"]);
+    node.add_user("alice@localhost", "a-pass");
+    let mut c = Client::tcp(node.c2s, "localhost").await;
+    c.open().await;
+    let starttls = c
+        .features
+        .as_ref()
+        .unwrap()
+        .get_child("starttls", ns::TLS)
+        .unwrap();
+    assert!(
+        starttls.get_child("required", ns::TLS).is_none(),
+        "TLS is optional when plaintext auth is allowed"
+    );
+    assert!(
+        c.mechanisms().contains(&"PLAIN".to_string()),
+        "{:?}",
+        c.mechanisms()
+    );
+    let plain = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        b"\0alice\0a-pass",
+    );
+    c.send(&format!(
+        "<auth xmlns='{}' mechanism='PLAIN'>{plain}</auth>",
+        ns::SASL
+    ))
+    .await;
+    assert_eq!(c.recv().await.name(), "success");
+    let bound = c.bind(Some("bench")).await;
+    assert_eq!(bound.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn configured_certificate_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["chat.example".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let mut node = TestNode::start_with(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    node.kill9();
+    node.domain = "chat.example".into();
+    node.spawn();
+    node.add_user("alice@chat.example", "a-pass");
+    // The client trusts only the configured certificate, for the configured name.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", node.c2s_tls))
+        .await
+        .unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("chat.example").unwrap();
+    let tls = common::tls_connector(&cert).connect(name, tcp).await;
+    assert!(
+        tls.is_ok(),
+        "the configured certificate was not served: {:?}",
+        tls.err()
+    );
+    assert!(
+        !node.data_dir().join("tls").exists(),
+        "no self-signed certificate is made when one is configured"
+    );
+}

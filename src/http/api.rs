@@ -154,13 +154,29 @@ async fn user_record(
         .map_err(|e| bad_request(e.to_string()))
 }
 
-async fn commit(raft: &RaftNode, cmd: Command) -> Result<CommandResult, ApiError> {
-    raft.propose(cmd).await.map_err(|e| {
+/// Commit an account command; any answer but `Done` becomes the API's refusal.
+async fn commit_account(raft: &RaftNode, user: &str, cmd: Command) -> Result<(), ApiError> {
+    let result = raft.propose(cmd).await.map_err(|e| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not committed, try again: {e}"),
         )
-    })
+    })?;
+    match result {
+        CommandResult::Done => Ok(()),
+        CommandResult::UserExists => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{user} already exists"),
+        )),
+        CommandResult::NoSuchUser => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{user} does not exist"),
+        )),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected result {other:?}"),
+        )),
+    }
 }
 
 async fn add_user(
@@ -171,25 +187,16 @@ async fn add_user(
     let user = account_jid(&state.settings, &body.jid)?;
     check_password(&body.password)?;
     let record = user_record(&state.settings, body.password).await?;
-    match commit(
+    commit_account(
         &state.raft,
+        &user,
         Command::CreateUser {
             user: user.clone(),
             record,
         },
     )
-    .await?
-    {
-        CommandResult::Done => Ok((StatusCode::CREATED, Json(json!({ "jid": user })))),
-        CommandResult::UserExists => Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("{user} already exists"),
-        )),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected result {other:?}"),
-        )),
-    }
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "jid": user }))))
 }
 
 async fn delete_user(
@@ -197,17 +204,13 @@ async fn delete_user(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let user = account_jid(&state.settings, &raw)?;
-    match commit(&state.raft, Command::DeleteUser { user: user.clone() }).await? {
-        CommandResult::Done => Ok(StatusCode::NO_CONTENT),
-        CommandResult::NoSuchUser => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("{user} does not exist"),
-        )),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected result {other:?}"),
-        )),
-    }
+    commit_account(
+        &state.raft,
+        &user,
+        Command::DeleteUser { user: user.clone() },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_password(
@@ -225,23 +228,14 @@ async fn set_password(
         ));
     }
     let record = user_record(&state.settings, body.password).await?;
-    match commit(
+    commit_account(
         &state.raft,
+        &user,
         Command::SetPassword {
             user: user.clone(),
             record,
         },
     )
-    .await?
-    {
-        CommandResult::Done => Ok(StatusCode::NO_CONTENT),
-        CommandResult::NoSuchUser => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("{user} does not exist"),
-        )),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected result {other:?}"),
-        )),
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
