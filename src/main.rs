@@ -32,6 +32,7 @@ fn serve(settings: chorus::config::Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("setting `log.filter`: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let system = actix_rt::System::with_tokio_rt(|| {
