@@ -128,6 +128,12 @@ pub trait CredentialStore: Send + Sync {
     fn unknown_user_salt_key(&self) -> Option<[u8; 32]> {
         None
     }
+
+    /// The domain accounts live in: an authzid equal to the account's own bare JID
+    /// (`authcid@domain`) then means the same as no authzid.
+    fn domain(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// SASL failure conditions (RFC 6120 section 6.5).
@@ -203,12 +209,24 @@ impl Rejection {
 }
 
 /// Authorization identity policy: a client may only act as itself. An absent or empty
-/// authzid means "the authcid's own identity" (RFC 6120 6.4.6); anything else, including
-/// the user's bare JID, is refused rather than guessed at.
-pub(crate) fn authzid_verdict(authcid: &str, authzid: Option<&str>) -> Result<(), Rejection> {
+/// authzid means "the authcid's own identity" (RFC 6120 6.4.6), and so does the
+/// account's own bare JID, which some clients send (RFC 6120 6.3.8 gives the authzid
+/// as a bare JID); anything else is refused rather than guessed at.
+pub(crate) fn authzid_verdict(
+    authcid: &str,
+    authzid: Option<&str>,
+    domain: Option<&str>,
+) -> Result<(), Rejection> {
+    let own_bare_jid = |authzid: &str| {
+        domain.is_some_and(|d| {
+            authzid.split_once('@').is_some_and(|(local, host)| {
+                local == authcid && host.trim_end_matches('.').eq_ignore_ascii_case(d)
+            })
+        })
+    };
     match authzid {
         None | Some("") => Ok(()),
-        Some(authzid) if authzid == authcid => Ok(()),
+        Some(authzid) if authzid == authcid || own_bare_jid(authzid) => Ok(()),
         Some(_) => Err(Rejection::new(
             SaslFailure::InvalidAuthzid,
             "authzid names another identity than the authcid",

@@ -376,7 +376,7 @@ impl Accounts {
             .get_ref::<AuthzId>()
             .map(authzid_from_saslname)
             .transpose()?;
-        authzid_verdict(&authcid, authzid.as_deref())?;
+        authzid_verdict(&authcid, authzid.as_deref(), self.store.domain())?;
         Ok(authcid)
     }
 
@@ -415,7 +415,7 @@ impl Accounts {
                 ));
             }
         }
-        authzid_verdict(authcid, context.get_ref::<AuthzId>())?;
+        authzid_verdict(authcid, context.get_ref::<AuthzId>(), self.store.domain())?;
         Ok(authcid.to_owned())
     }
 }

@@ -46,6 +46,9 @@ impl CredentialStore for MemoryStore {
     fn unknown_user_salt_key(&self) -> Option<[u8; 32]> {
         self.salt_key
     }
+    fn domain(&self) -> Option<&str> {
+        Some("example.org")
+    }
 }
 
 /// One record for PASSWORD, derived once: each derivation is two PBKDF2 runs.
@@ -685,9 +688,19 @@ fn scram_authzid_other_than_own_is_invalid_authzid() {
     };
     assert_eq!(run(Some("bob")), Err(SaslFailure::InvalidAuthzid));
     assert_eq!(
-        run(Some("alice@example.org")),
+        run(Some("bob@example.org")),
         Err(SaslFailure::InvalidAuthzid)
     );
+    assert_eq!(
+        run(Some("alice@elsewhere.example")),
+        Err(SaslFailure::InvalidAuthzid)
+    );
+    assert_eq!(
+        run(Some("alice@example.org/phone")),
+        Err(SaslFailure::InvalidAuthzid)
+    );
+    // The account's own bare JID means the account itself (RFC 6120 6.3.8).
+    assert_eq!(run(Some("alice@example.org")), Ok("alice".to_owned()));
     assert_eq!(run(Some("alice")), Ok("alice".to_owned()));
 
     let mut server = start(Mechanism::ScramSha1);

@@ -101,4 +101,8 @@ impl CredentialStore for StateCredentials {
     fn unknown_user_salt_key(&self) -> Option<[u8; 32]> {
         Some(self.salt_key)
     }
+
+    fn domain(&self) -> Option<&str> {
+        Some(&self.domain)
+    }
 }
