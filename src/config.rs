@@ -28,6 +28,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub cluster: ClusterSettings,
     pub auth: AuthSettings,
+    pub registration: RegistrationSettings,
+    pub limits: UserLimits,
     pub log: LogSettings,
 }
 
@@ -101,6 +103,31 @@ pub struct AuthSettings {
     pub scram_iterations: u64,
 }
 
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSettings {
+    /// XEP-0077 in-band registration of new accounts by anyone who connects.
+    pub open: bool,
+}
+
+/// Per-account bounds on what an account keeps on the server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserLimits {
+    /// Contacts in one roster.
+    pub roster_items: u64,
+    /// Bytes of one roster item (name and groups).
+    pub roster_item_bytes: u64,
+    /// Messages kept for an account while it is offline (XEP-0160).
+    pub offline_messages: u64,
+    /// Bytes of one vCard (XEP-0054).
+    pub vcard_bytes: u64,
+    /// Bytes of one private XML storage item (XEP-0049).
+    pub private_bytes: u64,
+    /// JIDs on one block list (XEP-0191).
+    pub blocked_jids: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
@@ -118,6 +145,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             cluster: ClusterSettings::default(),
             auth: AuthSettings::default(),
+            registration: RegistrationSettings::default(),
+            limits: UserLimits::default(),
             log: LogSettings::default(),
         }
     }
@@ -168,6 +197,19 @@ impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             scram_iterations: MIN_SCRAM_ITERATIONS as u64,
+        }
+    }
+}
+
+impl Default for UserLimits {
+    fn default() -> Self {
+        UserLimits {
+            roster_items: 5000,
+            roster_item_bytes: 4096,
+            offline_messages: 10_000,
+            vcard_bytes: 64 * 1024,
+            private_bytes: 64 * 1024,
+            blocked_jids: 5000,
         }
     }
 }
@@ -295,6 +337,9 @@ impl Settings {
             ),
             ("cluster.max_batch", self.cluster.max_batch),
             ("cluster.heartbeat_ms", self.cluster.heartbeat_ms),
+            ("limits.roster_items", self.limits.roster_items),
+            ("limits.roster_item_bytes", self.limits.roster_item_bytes),
+            ("limits.offline_messages", self.limits.offline_messages),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -21,9 +21,9 @@ use super::transport::Activity;
 use super::C2s;
 use crate::im::presence;
 use crate::router::messages::{
-    Deliver, Kick, PresenceChanged, Register, RouteStanza, SessionHandle, Unregister,
+    Deliver, Kick, PresenceChanged, Register, RouteStanza, SessionFlag, SessionHandle, Unregister,
 };
-use crate::xep::{self, IqContext};
+use crate::xep::{self, Answer, Caller, Target};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, stream_error_xml, StanzaErrorKind, StreamErrorKind};
 use crate::xmpp::ns;
@@ -46,6 +46,10 @@ pub struct Session {
     activity: Activity,
     closing: bool,
     pings_sent: u64,
+    /// What features answering this stream's iqs may use; made once the actor has an address.
+    caller: Option<Arc<Caller>>,
+    /// XEP-0280 carbons enabled on this stream.
+    carbons: bool,
 }
 
 /// Turn a bound stream into a running session.
@@ -68,6 +72,8 @@ pub fn start(c2s: Arc<C2s>, reader: Reader, writer: Writer, activity: Activity, 
             activity,
             closing: false,
             pings_sent: 0,
+            caller: None,
+            carbons: false,
         }
     });
 }
@@ -208,30 +214,36 @@ impl Session {
             }
             return;
         }
-        let for_server = match &to {
-            None => true,
-            Some(to) => to.as_str() == self.c2s.domain() || to.as_str() == self.bare_jid,
+        let domain = self.c2s.domain();
+        let target = match &to {
+            None => Target::OwnAccount,
+            Some(to) if to.as_str() == domain => Target::Server,
+            Some(to) if to.as_str() == self.bare_jid => Target::OwnAccount,
+            Some(to) if to.is_bare() && to.domain().as_str() == domain => Target::Account(to.to_string()),
+            // Full JIDs and other domains: the router delivers or bounces.
+            Some(_) => return self.c2s.router.do_send(RouteStanza(el)),
         };
-        if !for_server {
-            return self.c2s.router.do_send(RouteStanza(el));
-        }
         if matches!(el.attr("type"), Some("result" | "error")) {
             // Answers to the server's own pings: the activity mark already counted them.
             return;
         }
-        let reply = xep::answer_server_iq(
-            &el,
-            &IqContext {
-                domain: self.c2s.domain(),
-                from: self.full_jid.as_str(),
-            },
-        );
-        let mut reply = reply;
-        if to.is_none() {
-            // Answered on behalf of the account: no `from` (RFC 6120 8.1.2.1).
-            reply.remove_attr("from");
+        let Some(caller) = self.caller.clone() else { return };
+        // Answered on behalf of the account itself: no `from` (RFC 6120 8.1.2.1).
+        let strip_from = to.is_none();
+        let finish = move |mut reply: Element| {
+            if strip_from {
+                reply.remove_attr("from");
+            }
+            reply
+        };
+        match xep::answer_iq(&el, &target, &caller) {
+            Answer::Now(reply) => self.send(&finish(reply), ctx),
+            Answer::Later(future) => {
+                ctx.spawn(actix::fut::wrap_future::<_, Self>(future).map(move |reply, act, ctx| {
+                    act.send(&finish(reply), ctx);
+                }));
+            }
         }
-        self.send(&reply, ctx);
     }
 
     fn own_presence(&mut self, el: &Element, _: &mut Context<Self>) {
@@ -272,6 +284,15 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.c2s.router.do_send(Register(self.session_handle(ctx)));
+        self.caller = Some(Arc::new(Caller {
+            domain: self.c2s.domain().to_string(),
+            full_jid: self.full_jid.to_string(),
+            bare_jid: self.bare_jid.clone(),
+            raft: self.c2s.raft.clone(),
+            router: self.c2s.router.clone(),
+            settings: self.c2s.settings.clone(),
+            session: ctx.address().recipient(),
+        }));
         let settings = &self.c2s.settings.c2s;
         let tick = Duration::from_secs(
             settings
@@ -344,5 +365,15 @@ impl Handler<Kick> for Session {
     type Result = ();
     fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
         self.close(Some((msg.condition, msg.text)), ctx);
+    }
+}
+
+impl Handler<SessionFlag> for Session {
+    type Result = ();
+    fn handle(&mut self, flag: SessionFlag, _: &mut Context<Self>) {
+        match flag {
+            SessionFlag::Carbons(on) => self.carbons = on,
+            SessionFlag::RosterInterest => {}
+        }
     }
 }

@@ -85,3 +85,13 @@ pub struct RouterStats {
     pub routed: u64,
     pub bounced: u64,
 }
+
+/// A per-stream switch a feature sets on the sender's own session.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum SessionFlag {
+    /// XEP-0280: this stream wants (or no longer wants) copies of its account's chats.
+    Carbons(bool),
+    /// RFC 6121 2.1.6: this stream asked for the roster, so it gets roster pushes.
+    RosterInterest,
+}

@@ -2,7 +2,9 @@
 //! gathered from every module in `SERVER_FEATURES`, so it advertises exactly
 //! what is implemented.
 
-use super::{payload, result_for, IqContext, IqFeature, SERVER_FEATURES};
+use std::sync::Arc;
+
+use super::{payload, result_for, Answer, Caller, IqFeature, Target, SERVER_FEATURES};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
 use crate::xmpp::ns;
@@ -14,20 +16,23 @@ impl IqFeature for Disco {
         &[ns::DISCO_INFO, ns::DISCO_ITEMS]
     }
 
-    fn handle(&self, iq: &Element, _: &IqContext) -> Option<Element> {
-        if let Some(query) = payload(iq, "get", "query", ns::DISCO_INFO) {
-            if query.attr("node").is_some() {
-                return Some(error_reply(iq, StanzaErrorKind::ItemNotFound, None));
-            }
-            return Some(result_for(iq).with_child(server_info()));
+    fn handle(&self, iq: &Element, target: &Target, caller: &Arc<Caller>) -> Option<Answer> {
+        let info = payload(iq, "get", "query", ns::DISCO_INFO);
+        let items = payload(iq, "get", "query", ns::DISCO_ITEMS);
+        let query = info.or(items)?;
+        if let Target::Account(user) = target {
+            // RFC 6121 8.5.1: no such account, no answer on its behalf.
+            caller.raft.state().user(user)?;
         }
-        if let Some(query) = payload(iq, "get", "query", ns::DISCO_ITEMS) {
-            if query.attr("node").is_some() {
-                return Some(error_reply(iq, StanzaErrorKind::ItemNotFound, None));
-            }
-            return Some(result_for(iq).with_child(Element::new("query", ns::DISCO_ITEMS)));
+        if query.attr("node").is_some() {
+            return Some(Answer::Now(error_reply(iq, StanzaErrorKind::ItemNotFound, None)));
         }
-        None
+        let body = match (info.is_some(), target) {
+            (true, Target::Server) => server_info(),
+            (true, _) => account_info(),
+            (false, _) => Element::new("query", ns::DISCO_ITEMS),
+        };
+        Some(Answer::Now(result_for(iq).with_child(body)))
     }
 }
 
@@ -40,6 +45,15 @@ pub fn server_features() -> Vec<&'static str> {
     features.sort_unstable();
     features.dedup();
     features
+}
+
+/// XEP-0030 section 3.1: an account answers as a registered account.
+fn account_info() -> Element {
+    Element::new("query", ns::DISCO_INFO).with_child(
+        Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", "account")
+            .with_attr("type", "registered"),
+    )
 }
 
 fn server_info() -> Element {

@@ -1,7 +1,9 @@
 //! RFC 3921 section 3 session establishment. RFC 6120 dropped it, but older
 //! clients still send it after binding; the answer is an empty result.
 
-use super::{payload, result_for, IqContext, IqFeature};
+use std::sync::Arc;
+
+use super::{payload, result_for, Answer, Caller, IqFeature, Target};
 use crate::xmpp::element::Element;
 use crate::xmpp::ns;
 
@@ -12,7 +14,10 @@ impl IqFeature for LegacySession {
         &[]
     }
 
-    fn handle(&self, iq: &Element, _: &IqContext) -> Option<Element> {
-        payload(iq, "set", "session", ns::SESSION).map(|_| result_for(iq))
+    fn handle(&self, iq: &Element, target: &Target, _: &Arc<Caller>) -> Option<Answer> {
+        if matches!(target, Target::Account(_)) {
+            return None;
+        }
+        payload(iq, "set", "session", ns::SESSION).map(|_| Answer::Now(result_for(iq)))
     }
 }

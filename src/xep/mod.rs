@@ -8,22 +8,55 @@ pub mod legacy_session;
 pub mod ping;
 pub mod version;
 
+use std::sync::Arc;
+
+use actix::{Addr, Recipient};
+use chorus_raft::RaftNode;
+use futures::future::BoxFuture;
+
+use crate::config::Settings;
+use crate::router::messages::SessionFlag;
+use crate::router::Router;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
 
-/// What a feature may know about the iq's sender and the server.
-pub struct IqContext<'a> {
-    pub domain: &'a str,
+/// Whom an iq handled by the server is about (RFC 6120 10.3, RFC 6121 8.5.2.1.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `to` is the domain.
+    Server,
+    /// No `to`, or the sender's own bare JID: the server answers for the account.
+    OwnAccount,
+    /// Another account's bare JID in our domain (which may not exist).
+    Account(String),
+}
+
+/// What a feature may use to answer: the sender, and the node's services. One
+/// per session, shared by the futures of its answers.
+pub struct Caller {
+    pub domain: String,
     /// The sender's full JID.
-    pub from: &'a str,
+    pub full_jid: String,
+    pub bare_jid: String,
+    pub raft: Arc<RaftNode>,
+    pub router: Addr<Router>,
+    pub settings: Arc<Settings>,
+    /// The sender's session, for per-stream switches (carbons, roster interest).
+    pub session: Recipient<SessionFlag>,
+}
+
+/// A feature's answer: ready now, or after a Raft write.
+pub enum Answer {
+    Now(Element),
+    Later(BoxFuture<'static, Element>),
 }
 
 pub trait IqFeature: Sync {
     /// The features this module adds to the server's disco#info.
     fn disco_features(&self) -> &'static [&'static str];
-    /// Answer an iq get or set addressed to the server, or `None` if this
-    /// feature does not handle its payload.
-    fn handle(&self, iq: &Element, ctx: &IqContext) -> Option<Element>;
+    /// Answer an iq get or set handled by the server, or `None` if this
+    /// feature does not take it.
+    fn handle(&self, iq: &Element, target: &Target, caller: &Arc<Caller>) -> Option<Answer>;
 }
 
 /// Every feature the server answers, in one place.
@@ -34,13 +67,13 @@ pub static SERVER_FEATURES: &[&dyn IqFeature] = &[
     &legacy_session::LegacySession,
 ];
 
-/// Answer an iq get or set addressed to the server: the feature's answer, or
+/// Answer an iq get or set handled by the server: the feature's answer, or
 /// `service-unavailable` when no feature takes it (RFC 6120 8.4).
-pub fn answer_server_iq(iq: &Element, ctx: &IqContext) -> Element {
+pub fn answer_iq(iq: &Element, target: &Target, caller: &Arc<Caller>) -> Answer {
     SERVER_FEATURES
         .iter()
-        .find_map(|f| f.handle(iq, ctx))
-        .unwrap_or_else(|| error_reply(iq, StanzaErrorKind::ServiceUnavailable, None))
+        .find_map(|f| f.handle(iq, target, caller))
+        .unwrap_or_else(|| Answer::Now(error_reply(iq, StanzaErrorKind::ServiceUnavailable, None)))
 }
 
 /// The empty `result` for an iq: same id, addresses swapped.

@@ -1,7 +1,9 @@
 //! XEP-0199: XMPP Ping. Clients ping the server; the server pings idle clients
 //! (see `c2s::session`).
 
-use super::{payload, result_for, IqContext, IqFeature};
+use std::sync::Arc;
+
+use super::{payload, result_for, Answer, Caller, IqFeature, Target};
 use crate::xmpp::element::Element;
 use crate::xmpp::ns;
 
@@ -12,8 +14,11 @@ impl IqFeature for Ping {
         &[ns::PING]
     }
 
-    fn handle(&self, iq: &Element, _: &IqContext) -> Option<Element> {
-        payload(iq, "get", "ping", ns::PING).map(|_| result_for(iq))
+    fn handle(&self, iq: &Element, target: &Target, _: &Arc<Caller>) -> Option<Answer> {
+        if matches!(target, Target::Account(_)) {
+            return None;
+        }
+        payload(iq, "get", "ping", ns::PING).map(|_| Answer::Now(result_for(iq)))
     }
 }
 
