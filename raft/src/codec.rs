@@ -59,7 +59,9 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError
     Ok(HEADER_LEN + size.bytes_written)
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+/// The format version `bytes` were written with, if this build reads it. Lets a caller
+/// whose type changed shape between versions pick the type to decode into.
+pub fn version(bytes: &[u8]) -> Result<u16, CodecError> {
     if bytes.len() < HEADER_LEN {
         return Err(CodecError::MissingHeader { len: bytes.len() });
     }
@@ -67,6 +69,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if !(OLDEST_READABLE_VERSION..=CODEC_VERSION).contains(&version) {
         return Err(CodecError::UnknownVersion { found: version });
     }
+    Ok(version)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    version(bytes)?;
     let body = &bytes[HEADER_LEN..];
     let (value, used) = bincode::serde::decode_from_slice(body, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;

@@ -19,6 +19,7 @@ mod types;
 
 pub use config::RaftConfig;
 pub use error::RaftError;
+pub use machine::QueueMeta;
 pub use node::{RaftNode, RaftStatus, StartMode};
 pub use reader::StateReader;
 pub use types::{

@@ -42,6 +42,241 @@ pub trait StateStore {
 
     fn client(&self, client: u64) -> Result<Option<ClientRecord>, Self::Error>;
     fn put_client(&mut self, client: u64, record: &ClientRecord) -> Result<(), Self::Error>;
+
+    // Per-user data and queues. `apply` only passes names that `invalid_name` accepts (not
+    // empty, no NUL), except that `data_kinds` and `queues_of` may be asked about any user
+    // name and must then answer exactly that user's.
+
+    /// The version of (user, kind): 0 if it was never written.
+    fn data_version(&self, user: &str, kind: &str) -> Result<u64, Self::Error>;
+    fn put_data_version(&mut self, user: &str, kind: &str, version: u64)
+        -> Result<(), Self::Error>;
+    fn remove_data_version(&mut self, user: &str, kind: &str) -> Result<(), Self::Error>;
+    /// The kinds of that user that have a version, sorted.
+    fn data_kinds(&self, user: &str) -> Result<Vec<String>, Self::Error>;
+    /// The keys of (user, kind), sorted.
+    fn data_keys(&self, user: &str, kind: &str) -> Result<Vec<String>, Self::Error>;
+    fn put_data(
+        &mut self,
+        user: &str,
+        kind: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), Self::Error>;
+    fn remove_data(&mut self, user: &str, kind: &str, key: &str) -> Result<(), Self::Error>;
+
+    fn queue_meta(&self, user: &str, queue: &str) -> Result<Option<QueueMeta>, Self::Error>;
+    fn put_queue_meta(
+        &mut self,
+        user: &str,
+        queue: &str,
+        meta: &QueueMeta,
+    ) -> Result<(), Self::Error>;
+    fn remove_queue_meta(&mut self, user: &str, queue: &str) -> Result<(), Self::Error>;
+    /// The queues of that user that have a meta record, sorted by name.
+    fn queues_of(&self, user: &str) -> Result<Vec<(String, QueueMeta)>, Self::Error>;
+    fn put_queue_item(
+        &mut self,
+        user: &str,
+        queue: &str,
+        seq: u64,
+        value: &[u8],
+    ) -> Result<(), Self::Error>;
+    fn remove_queue_item(&mut self, user: &str, queue: &str, seq: u64) -> Result<(), Self::Error>;
+}
+
+/// The bookkeeping of one (user, queue), kept apart from the items so that a push checks
+/// the limit and a reader learns the length without counting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueMeta {
+    /// The seq of the newest item ever pushed, 0 before the first: the next push gets
+    /// `last_seq + 1`. Kept when the queue empties, so that seqs are never reused.
+    pub last_seq: u64,
+    /// Items held now. Removal only ever takes a prefix, so they are exactly the seqs
+    /// `last_seq - len + 1 ..= last_seq`.
+    pub len: u64,
+}
+
+impl QueueMeta {
+    /// The seqs of the items held, oldest first. Written so that it cannot overflow even at
+    /// `last_seq == u64::MAX`.
+    pub fn seqs(&self) -> impl Iterator<Item = u64> {
+        debug_assert!(
+            self.len <= self.last_seq,
+            "queue holds more items than were pushed"
+        );
+        let removed_through = self.last_seq.saturating_sub(self.len);
+        (removed_through..self.last_seq).map(|s| s + 1)
+    }
+}
+
+/// Why a user, kind, key or queue name cannot be used, or `None` if it can. The RocksDB
+/// key layout would survive a NUL, but no XMPP name contains one, so one arriving here is a
+/// bug upstream that is better refused than stored.
+pub fn invalid_name(what: &str, name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some(format!("{what} is empty"))
+    } else if name.contains('\0') {
+        Some(format!("{what} {name:?} contains a NUL character"))
+    } else {
+        None
+    }
+}
+
+fn invalid_data_write(
+    user: &str,
+    kind: &str,
+    deletes: &[String],
+    puts: &[(String, Vec<u8>)],
+) -> Option<String> {
+    invalid_name("user", user)
+        .or_else(|| invalid_name("kind", kind))
+        .or_else(|| deletes.iter().find_map(|k| invalid_name("deleted key", k)))
+        .or_else(|| puts.iter().find_map(|(k, _)| invalid_name("put key", k)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn data_write<S: StateStore>(
+    state: &mut S,
+    events: &mut Vec<StateEvent>,
+    user: &str,
+    kind: &str,
+    clear: bool,
+    deletes: &[String],
+    puts: &[(String, Vec<u8>)],
+    expect_version: Option<u64>,
+) -> Result<CommandResult, S::Error> {
+    if let Some(reason) = invalid_data_write(user, kind, deletes, puts) {
+        return Ok(CommandResult::Invalid { reason });
+    }
+    if state.user(user)?.is_none() {
+        return Ok(CommandResult::NoSuchUser);
+    }
+    let current = state.data_version(user, kind)?;
+    if let Some(expected) = expect_version {
+        if expected != current {
+            return Ok(CommandResult::VersionMismatch { current });
+        }
+    }
+    let Some(version) = current.checked_add(1) else {
+        return Ok(CommandResult::Invalid {
+            reason: format!("version of {user} {kind} is exhausted"),
+        });
+    };
+    if clear {
+        for key in state.data_keys(user, kind)? {
+            state.remove_data(user, kind, &key)?;
+        }
+    }
+    for key in deletes {
+        state.remove_data(user, kind, key)?;
+    }
+    for (key, value) in puts {
+        state.put_data(user, kind, key, value)?;
+    }
+    state.put_data_version(user, kind, version)?;
+    events.push(StateEvent::DataChanged {
+        user: user.to_owned(),
+        kind: kind.to_owned(),
+        version,
+    });
+    Ok(CommandResult::DataWritten { version })
+}
+
+fn invalid_queue(user: &str, queue: &str) -> Option<String> {
+    invalid_name("user", user).or_else(|| invalid_name("queue", queue))
+}
+
+fn queue_push<S: StateStore>(
+    state: &mut S,
+    events: &mut Vec<StateEvent>,
+    user: &str,
+    queue: &str,
+    value: &[u8],
+    limit: u64,
+) -> Result<CommandResult, S::Error> {
+    if let Some(reason) = invalid_queue(user, queue) {
+        return Ok(CommandResult::Invalid { reason });
+    }
+    if state.user(user)?.is_none() {
+        return Ok(CommandResult::NoSuchUser);
+    }
+    let meta = state.queue_meta(user, queue)?.unwrap_or_default();
+    if meta.len >= limit {
+        return Ok(CommandResult::QueueFull { len: meta.len });
+    }
+    let Some(seq) = meta.last_seq.checked_add(1) else {
+        return Ok(CommandResult::Invalid {
+            reason: format!("sequence numbers of {user} {queue} are exhausted"),
+        });
+    };
+    state.put_queue_item(user, queue, seq, value)?;
+    state.put_queue_meta(
+        user,
+        queue,
+        &QueueMeta {
+            last_seq: seq,
+            len: meta.len + 1,
+        },
+    )?;
+    events.push(StateEvent::Queued {
+        user: user.to_owned(),
+        queue: queue.to_owned(),
+        seq,
+    });
+    Ok(CommandResult::Queued { seq })
+}
+
+fn queue_remove<S: StateStore>(
+    state: &mut S,
+    user: &str,
+    queue: &str,
+    through_seq: u64,
+) -> Result<CommandResult, S::Error> {
+    if let Some(reason) = invalid_queue(user, queue) {
+        return Ok(CommandResult::Invalid { reason });
+    }
+    if state.user(user)?.is_none() {
+        return Ok(CommandResult::NoSuchUser);
+    }
+    let Some(meta) = state.queue_meta(user, queue)? else {
+        return Ok(CommandResult::QueueRemoved { count: 0 });
+    };
+    // The items are a contiguous run of seqs, so the ones to remove are found without
+    // reading the items.
+    let mut count = 0;
+    for seq in meta.seqs().take_while(|s| *s <= through_seq) {
+        state.remove_queue_item(user, queue, seq)?;
+        count += 1;
+    }
+    if count > 0 {
+        state.put_queue_meta(
+            user,
+            queue,
+            &QueueMeta {
+                last_seq: meta.last_seq,
+                len: meta.len - count,
+            },
+        )?;
+    }
+    Ok(CommandResult::QueueRemoved { count })
+}
+
+/// Removes every data kind (with its version) and every queue (with its seqs) of `user`.
+fn remove_user_data<S: StateStore>(state: &mut S, user: &str) -> Result<(), S::Error> {
+    for kind in state.data_kinds(user)? {
+        for key in state.data_keys(user, &kind)? {
+            state.remove_data(user, &kind, &key)?;
+        }
+        state.remove_data_version(user, &kind)?;
+    }
+    for (queue, meta) in state.queues_of(user)? {
+        for seq in meta.seqs() {
+            state.remove_queue_item(user, &queue, seq)?;
+        }
+        state.remove_queue_meta(user, &queue)?;
+    }
+    Ok(())
 }
 
 /// The prefix every full JID of `bare_jid` starts with. A bare JID cannot contain '/', so
@@ -83,6 +318,9 @@ pub fn apply<S: StateStore>(
                     state.remove_route(&full_jid)?;
                     events.push(StateEvent::RouteRemoved { full_jid, route });
                 }
+                // A later account of the same name must not inherit this one's roster or
+                // offline messages.
+                remove_user_data(state, user)?;
                 state.remove_user(user)?;
                 events.push(StateEvent::UserDeleted { user: user.clone() });
                 CommandResult::Done
@@ -134,6 +372,34 @@ pub fn apply<S: StateStore>(
             state.put_setting(key, value)?;
             CommandResult::Done
         }
+        Command::DataWrite {
+            user,
+            kind,
+            clear,
+            deletes,
+            puts,
+            expect_version,
+        } => data_write(
+            state,
+            &mut events,
+            user,
+            kind,
+            *clear,
+            deletes,
+            puts,
+            *expect_version,
+        )?,
+        Command::QueuePush {
+            user,
+            queue,
+            value,
+            limit,
+        } => queue_push(state, &mut events, user, queue, value, *limit)?,
+        Command::QueueRemove {
+            user,
+            queue,
+            through_seq,
+        } => queue_remove(state, user, queue, *through_seq)?,
     };
     Ok((result, events))
 }
@@ -191,6 +457,18 @@ pub struct MemState {
     pub routes: BTreeMap<String, Route>,
     pub settings: BTreeMap<String, String>,
     pub clients: BTreeMap<u64, ClientRecord>,
+    /// (user, kind, key) -> value. Tuple keys order by user, then kind, then key, like the
+    /// RocksDB layout.
+    pub data: BTreeMap<(String, String, String), Vec<u8>>,
+    /// (user, kind) -> version.
+    pub data_versions: BTreeMap<(String, String), u64>,
+    /// (user, queue, seq) -> value.
+    pub queue_items: BTreeMap<(String, String, u64), Vec<u8>>,
+    pub queue_metas: BTreeMap<(String, String), QueueMeta>,
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_owned(), b.to_owned())
 }
 
 impl StateStore for MemState {
@@ -244,6 +522,95 @@ impl StateStore for MemState {
     }
     fn put_client(&mut self, client: u64, record: &ClientRecord) -> Result<(), Infallible> {
         self.clients.insert(client, record.clone());
+        Ok(())
+    }
+    fn data_version(&self, user: &str, kind: &str) -> Result<u64, Infallible> {
+        Ok(self
+            .data_versions
+            .get(&pair(user, kind))
+            .copied()
+            .unwrap_or(0))
+    }
+    fn put_data_version(&mut self, user: &str, kind: &str, version: u64) -> Result<(), Infallible> {
+        self.data_versions.insert(pair(user, kind), version);
+        Ok(())
+    }
+    fn remove_data_version(&mut self, user: &str, kind: &str) -> Result<(), Infallible> {
+        self.data_versions.remove(&pair(user, kind));
+        Ok(())
+    }
+    fn data_kinds(&self, user: &str) -> Result<Vec<String>, Infallible> {
+        Ok(self
+            .data_versions
+            .range(pair(user, "")..)
+            .take_while(|((u, _), _)| u == user)
+            .map(|((_, k), _)| k.clone())
+            .collect())
+    }
+    fn data_keys(&self, user: &str, kind: &str) -> Result<Vec<String>, Infallible> {
+        Ok(self
+            .data
+            .range((user.to_owned(), kind.to_owned(), String::new())..)
+            .take_while(|((u, k, _), _)| u == user && k == kind)
+            .map(|((_, _, key), _)| key.clone())
+            .collect())
+    }
+    fn put_data(
+        &mut self,
+        user: &str,
+        kind: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), Infallible> {
+        self.data.insert(
+            (user.to_owned(), kind.to_owned(), key.to_owned()),
+            value.to_vec(),
+        );
+        Ok(())
+    }
+    fn remove_data(&mut self, user: &str, kind: &str, key: &str) -> Result<(), Infallible> {
+        self.data
+            .remove(&(user.to_owned(), kind.to_owned(), key.to_owned()));
+        Ok(())
+    }
+    fn queue_meta(&self, user: &str, queue: &str) -> Result<Option<QueueMeta>, Infallible> {
+        Ok(self.queue_metas.get(&pair(user, queue)).copied())
+    }
+    fn put_queue_meta(
+        &mut self,
+        user: &str,
+        queue: &str,
+        meta: &QueueMeta,
+    ) -> Result<(), Infallible> {
+        self.queue_metas.insert(pair(user, queue), *meta);
+        Ok(())
+    }
+    fn remove_queue_meta(&mut self, user: &str, queue: &str) -> Result<(), Infallible> {
+        self.queue_metas.remove(&pair(user, queue));
+        Ok(())
+    }
+    fn queues_of(&self, user: &str) -> Result<Vec<(String, QueueMeta)>, Infallible> {
+        Ok(self
+            .queue_metas
+            .range(pair(user, "")..)
+            .take_while(|((u, _), _)| u == user)
+            .map(|((_, q), m)| (q.clone(), *m))
+            .collect())
+    }
+    fn put_queue_item(
+        &mut self,
+        user: &str,
+        queue: &str,
+        seq: u64,
+        value: &[u8],
+    ) -> Result<(), Infallible> {
+        self.queue_items
+            .insert((user.to_owned(), queue.to_owned(), seq), value.to_vec());
+        Ok(())
+    }
+    fn remove_queue_item(&mut self, user: &str, queue: &str, seq: u64) -> Result<(), Infallible> {
+        self.queue_items
+            .remove(&(user.to_owned(), queue.to_owned(), seq));
         Ok(())
     }
 }

@@ -7,8 +7,11 @@ use rocksdb::{IteratorMode, DB};
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::machine::full_jid_prefix;
-use crate::storage::keys::{self, CF_NODE_ROUTES, CF_ROUTES, CF_SETTINGS, CF_SM_META, CF_USERS};
+use crate::machine::{full_jid_prefix, invalid_name, QueueMeta};
+use crate::storage::keys::{
+    self, CF_DATA, CF_DATA_META, CF_NODE_ROUTES, CF_QUEUE, CF_QUEUE_META, CF_ROUTES, CF_SETTINGS,
+    CF_SM_META, CF_USERS,
+};
 use crate::storage::{cf, scan_prefix};
 use crate::types::{LogId, NodeId, Route, UserRecord};
 
@@ -29,6 +32,12 @@ fn decode_or_log<T: DeserializeOwned>(cf_name: &str, key: &[u8], value: &[u8]) -
             None
         }
     }
+}
+
+/// Names the state machine refuses to store (empty, NUL) are never found, rather than
+/// looked up under a key they could not have been written to.
+fn valid_names(names: &[&str]) -> bool {
+    names.iter().all(|n| invalid_name("", n).is_none())
 }
 
 impl StateReader {
@@ -135,6 +144,147 @@ impl StateReader {
     /// Every setting, ordered by key.
     pub fn settings(&self) -> Vec<(String, String)> {
         self.scan(CF_SETTINGS, b"")
+    }
+
+    /// The value stored under `key` in (user, kind).
+    pub fn data(&self, user: &str, kind: &str, key: &str) -> Option<Vec<u8>> {
+        if !valid_names(&[user, kind, key]) {
+            return None;
+        }
+        self.raw_get(CF_DATA, &keys::data_key(user, kind, key))
+    }
+
+    /// Every (key, value) of exactly that user and kind, sorted by key.
+    pub fn data_all(&self, user: &str, kind: &str) -> Vec<(String, Vec<u8>)> {
+        if !valid_names(&[user, kind]) {
+            return Vec::new();
+        }
+        let prefix = keys::pair_key(user, kind);
+        match scan_prefix(&self.db, CF_DATA, &prefix) {
+            Ok(items) => items
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let key = String::from_utf8(k[prefix.len()..].to_vec()).ok()?;
+                    Some((key, v.into_vec()))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(cf = CF_DATA, error = %e, "state scan failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The version of (user, kind): 0 if it was never written (or the user was deleted).
+    pub fn data_version(&self, user: &str, kind: &str) -> u64 {
+        if !valid_names(&[user, kind]) {
+            return 0;
+        }
+        self.get(CF_DATA_META, &keys::pair_key(user, kind))
+            .unwrap_or(0)
+    }
+
+    /// `(kind, version)` of every kind that user has written, sorted by kind.
+    pub fn data_kinds(&self, user: &str) -> Vec<(String, u64)> {
+        self.pairs_of::<u64>(CF_DATA_META, user)
+    }
+
+    /// Items of (user, queue) with `seq > after_seq`, oldest first, at most `max`: page
+    /// through a queue by passing the last seq of one page as `after_seq` of the next.
+    pub fn queue(
+        &self,
+        user: &str,
+        queue: &str,
+        after_seq: u64,
+        max: usize,
+    ) -> Vec<(u64, Vec<u8>)> {
+        let Some(first) = after_seq.checked_add(1) else {
+            return Vec::new();
+        };
+        if max == 0 || !valid_names(&[user, queue]) {
+            return Vec::new();
+        }
+        let prefix = keys::pair_key(user, queue);
+        let from = keys::queue_item_key(user, queue, first);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            cf(&self.db, CF_QUEUE),
+            IteratorMode::From(&from, rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    tracing::error!(cf = CF_QUEUE, error = %e, "queue scan failed");
+                    break;
+                }
+            };
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Ok(seq) = k[prefix.len()..].try_into().map(u64::from_be_bytes) else {
+                tracing::error!(cf = CF_QUEUE, key = ?k, "malformed queue key");
+                continue;
+            };
+            out.push((seq, v.into_vec()));
+            if out.len() >= max {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Items held by (user, queue), from its meta record: O(1).
+    pub fn queue_len(&self, user: &str, queue: &str) -> u64 {
+        self.queue_meta(user, queue).map_or(0, |m| m.len)
+    }
+
+    /// The seq of the newest item ever pushed to (user, queue) (0 before the first), and how
+    /// many items it holds.
+    pub fn queue_meta(&self, user: &str, queue: &str) -> Option<QueueMeta> {
+        if !valid_names(&[user, queue]) {
+            return None;
+        }
+        self.get(CF_QUEUE_META, &keys::pair_key(user, queue))
+    }
+
+    /// `(queue, meta)` of every queue that user has, sorted by queue name.
+    pub fn queues_of(&self, user: &str) -> Vec<(String, QueueMeta)> {
+        self.pairs_of::<QueueMeta>(CF_QUEUE_META, user)
+    }
+
+    fn raw_get(&self, cf_name: &str, key: &[u8]) -> Option<Vec<u8>> {
+        match self.db.get_cf(cf(&self.db, cf_name), key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(cf = cf_name, error = %e, "state read failed");
+                None
+            }
+        }
+    }
+
+    /// The (second name, value) of every meta key of `user` in `cf_name`, sorted by name
+    /// (the key layout orders names by length first).
+    fn pairs_of<T: DeserializeOwned>(&self, cf_name: &str, user: &str) -> Vec<(String, T)> {
+        if invalid_name("user", user).is_some() {
+            return Vec::new();
+        }
+        let mut out: Vec<(String, T)> =
+            match scan_prefix(&self.db, cf_name, &keys::user_prefix(user)) {
+                Ok(items) => items
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        let (_, name) = keys::parse_pair_key(&k)?;
+                        let value = decode_or_log(cf_name, &k, &v)?;
+                        Some((name, value))
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::error!(cf = cf_name, error = %e, "state scan failed");
+                    Vec::new()
+                }
+            };
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Index of the last log entry applied to this replica.

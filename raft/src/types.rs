@@ -8,7 +8,10 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 /// Version of the log entry and cluster message formats this build writes.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: per-user data and queues (`DataWrite`, `QueuePush`, `QueueRemove`), and snapshots that
+/// carry them.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 pub type NodeId = u64;
 
@@ -47,7 +50,8 @@ pub enum Command {
         user: String,
         record: UserRecord,
     },
-    /// Fails with `NoSuchUser`; also drops that user's routes.
+    /// Fails with `NoSuchUser`; also drops that user's routes, data (every kind, with its
+    /// version) and queues (with their sequence numbers).
     DeleteUser {
         user: String,
     },
@@ -70,6 +74,34 @@ pub enum Command {
         key: String,
         value: String,
     },
+    /// Changes the keyed values of one (user, kind), e.g. a roster or a vCard, as one
+    /// versioned write: first `clear` (every key of that kind), then `deletes`, then `puts`
+    /// (a later put of the same key wins). `expect_version` makes it a compare-and-set on
+    /// the version of (user, kind); `None` writes unconditionally. Answers `DataWritten`,
+    /// `VersionMismatch`, `NoSuchUser` or `Invalid`.
+    DataWrite {
+        user: String,
+        kind: String,
+        clear: bool,
+        deletes: Vec<String>,
+        puts: Vec<(String, Vec<u8>)>,
+        expect_version: Option<u64>,
+    },
+    /// Appends `value` to the queue unless it already holds `limit` items. Answers
+    /// `Queued`, `QueueFull`, `NoSuchUser` or `Invalid`.
+    QueuePush {
+        user: String,
+        queue: String,
+        value: Vec<u8>,
+        limit: u64,
+    },
+    /// Removes every item of the queue with `seq <= through_seq`. Answers `QueueRemoved`,
+    /// `NoSuchUser` or `Invalid`.
+    QueueRemove {
+        user: String,
+        queue: String,
+        through_seq: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +120,31 @@ pub enum CommandResult {
     RoutesDropped {
         count: u64,
     },
+    /// The version of (user, kind) after the write: every successful `DataWrite` adds
+    /// exactly 1, and the first write of a kind gives 1.
+    DataWritten {
+        version: u64,
+    },
+    /// `expect_version` differed from the stored version; nothing was written.
+    VersionMismatch {
+        current: u64,
+    },
+    /// The sequence number of the new item: 1 for the first item of a (user, queue), then
+    /// strictly increasing, never reused after removals (only `DeleteUser` resets it).
+    Queued {
+        seq: u64,
+    },
+    /// The queue already holds `len >= limit` items; nothing was added.
+    QueueFull {
+        len: u64,
+    },
+    QueueRemoved {
+        count: u64,
+    },
+    /// The command is malformed (an empty name, a NUL character, ...); nothing was done.
+    Invalid {
+        reason: String,
+    },
 }
 
 /// What changed, emitted when entries are applied (not when a snapshot is installed).
@@ -104,6 +161,18 @@ pub enum StateEvent {
     },
     UserDeleted {
         user: String,
+    },
+    /// A `DataWrite` succeeded; `version` is the new version of (user, kind).
+    DataChanged {
+        user: String,
+        kind: String,
+        version: u64,
+    },
+    /// A `QueuePush` added an item.
+    Queued {
+        user: String,
+        queue: String,
+        seq: u64,
     },
 }
 

@@ -239,6 +239,16 @@ pub async fn negotiate(
                     conn.send(&sasl_failure(SaslFailure::EncryptionRequired))
                         .await?;
                 }
+                // XEP-0077: creating an account comes before authenticating with it.
+                (Stage::Tls | Stage::Auth, ns::CLIENT, "iq")
+                    if (conn.secure || c2s.settings.c2s.allow_plaintext_auth)
+                        && crate::xep::register::is_request(&el) =>
+                {
+                    let reply =
+                        crate::xep::register::answer_unauthenticated(&c2s.raft, &c2s.settings, &el)
+                            .await;
+                    conn.send(&reply.to_xml_in(ns::CLIENT)).await?;
+                }
                 (Stage::Bind(user), ns::CLIENT, "iq")
                     if el.get_child("bind", ns::BIND).is_some() =>
                 {
@@ -333,6 +343,10 @@ fn features(c2s: &C2s, conn: &Conn, stage: &Stage) -> String {
                 ns::SESSION
             ));
         }
+    }
+    // XEP-0077: offered wherever authentication is.
+    if !matches!(stage, Stage::Bind(_)) && (conn.secure || plaintext_ok) {
+        out.push_str(&crate::xep::register::stream_feature(&c2s.settings));
     }
     out.push_str("</stream:features>");
     out

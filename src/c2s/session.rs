@@ -21,7 +21,8 @@ use super::transport::Activity;
 use super::C2s;
 use crate::im::presence;
 use crate::router::messages::{
-    Deliver, Kick, PresenceChanged, Register, RouteStanza, SessionFlag, SessionHandle, Unregister,
+    Deliver, DeliverBatch, Directed, Kick, OwnPresence, Register, RouteStanza, SessionFlag,
+    SessionHandle, Unregister,
 };
 use crate::xep::{self, Answer, Caller, Target};
 use crate::xmpp::element::Element;
@@ -128,6 +129,7 @@ impl Session {
             session_id: self.session_id.clone(),
             deliver: ctx.address().recipient(),
             kick: ctx.address().recipient(),
+            batch: ctx.address().recipient(),
         }
     }
 
@@ -193,8 +195,10 @@ impl Session {
         }
         match kind {
             StanzaKind::Iq => self.iq(el, to, ctx),
-            StanzaKind::Presence if to.is_none() => self.own_presence(&el, ctx),
-            StanzaKind::Presence => self.c2s.router.do_send(RouteStanza(el)),
+            StanzaKind::Presence => match to {
+                None => self.own_presence(el),
+                Some(to) => self.directed_presence(el, to, ctx),
+            },
             StanzaKind::Message => {
                 if to.is_none() {
                     el.set_attr("to", self.bare_jid.clone());
@@ -219,7 +223,9 @@ impl Session {
             None => Target::OwnAccount,
             Some(to) if to.as_str() == domain => Target::Server,
             Some(to) if to.as_str() == self.bare_jid => Target::OwnAccount,
-            Some(to) if to.is_bare() && to.domain().as_str() == domain => Target::Account(to.to_string()),
+            Some(to) if to.is_bare() && to.domain().as_str() == domain => {
+                Target::Account(to.to_string())
+            }
             // Full JIDs and other domains: the router delivers or bounces.
             Some(_) => return self.c2s.router.do_send(RouteStanza(el)),
         };
@@ -227,7 +233,9 @@ impl Session {
             // Answers to the server's own pings: the activity mark already counted them.
             return;
         }
-        let Some(caller) = self.caller.clone() else { return };
+        let Some(caller) = self.caller.clone() else {
+            return;
+        };
         // Answered on behalf of the account itself: no `from` (RFC 6120 8.1.2.1).
         let strip_from = to.is_none();
         let finish = move |mut reply: Element| {
@@ -239,23 +247,50 @@ impl Session {
         match xep::answer_iq(&el, &target, &caller) {
             Answer::Now(reply) => self.send(&finish(reply), ctx),
             Answer::Later(future) => {
-                ctx.spawn(actix::fut::wrap_future::<_, Self>(future).map(move |reply, act, ctx| {
-                    act.send(&finish(reply), ctx);
-                }));
+                ctx.spawn(actix::fut::wrap_future::<_, Self>(future).map(
+                    move |reply, act, ctx| {
+                        act.send(&finish(reply), ctx);
+                    },
+                ));
             }
         }
     }
 
-    fn own_presence(&mut self, el: &Element, _: &mut Context<Self>) {
-        let Some(state) = presence::own_state(el) else {
+    fn own_presence(&mut self, el: Element) {
+        if presence::own_state(&el).is_none() {
+            // Subscription types need a `to`; probes come from servers only.
             return;
-        };
-        self.c2s.router.do_send(PresenceChanged {
+        }
+        self.c2s.router.do_send(OwnPresence {
             full_jid: self.full_jid.to_string(),
             session_id: self.session_id.clone(),
-            available: state.available,
-            priority: state.priority,
+            stanza: el,
         });
+    }
+
+    /// Presence with a `to`: a subscription request or answer (RFC 6121 3),
+    /// or directed presence (4.6).
+    fn directed_presence(&mut self, el: Element, to: jid::Jid, ctx: &mut Context<Self>) {
+        let ty = el.attr("type").unwrap_or("available").to_string();
+        if let Some(kind) = crate::im::subscription::Kind::from_type(&ty) {
+            let Some(caller) = self.caller.clone() else {
+                return;
+            };
+            let future = crate::im::subscription::outbound(caller, kind, to.to_bare(), el);
+            ctx.spawn(actix::fut::wrap_future::<_, Self>(future));
+            return;
+        }
+        if ty == "probe" {
+            return;
+        }
+        if matches!(ty.as_str(), "available" | "unavailable") {
+            self.c2s.router.do_send(Directed {
+                full_jid: self.full_jid.to_string(),
+                to: to.to_string(),
+                available: ty == "available",
+            });
+        }
+        self.c2s.router.do_send(RouteStanza(el));
     }
 
     /// XEP-0199: ping a silent client; close the stream if it stays silent.
@@ -373,7 +408,35 @@ impl Handler<SessionFlag> for Session {
     fn handle(&mut self, flag: SessionFlag, _: &mut Context<Self>) {
         match flag {
             SessionFlag::Carbons(on) => self.carbons = on,
-            SessionFlag::RosterInterest => {}
+            SessionFlag::RosterInterest => self.c2s.router.do_send(crate::user::RosterInterest {
+                full_jid: self.full_jid.to_string(),
+            }),
         }
+    }
+}
+
+impl Handler<DeliverBatch> for Session {
+    type Result = ResponseFuture<bool>;
+
+    /// Waits for room in the outbound queue instead of failing when it is
+    /// full: a batch is paced by the client, not dropped.
+    fn handle(&mut self, msg: DeliverBatch, _: &mut Context<Self>) -> Self::Result {
+        let out = self.out.clone();
+        let closing = self.closing;
+        Box::pin(async move {
+            if closing {
+                return false;
+            }
+            for el in msg.0 {
+                if out
+                    .send(Outbound::Xml(el.to_xml_in(ns::CLIENT)))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            true
+        })
     }
 }

@@ -2,4 +2,7 @@
 //! resource's own presence.
 
 pub mod delivery;
+pub mod offline;
 pub mod presence;
+pub mod roster;
+pub mod subscription;

@@ -1,7 +1,8 @@
-//! RFC 6121 section 4: a resource's own presence. For now it decides only
-//! whether the resource is available and at what priority, which the
-//! delivery rules need; broadcast to contacts comes with rosters.
+//! RFC 6121 section 4: presence. Pure decisions: what a resource's own
+//! presence says (availability, priority), and whom it goes to. The user actor
+//! (`user`) keeps the state and sends the stanzas.
 
+use super::roster::Roster;
 use crate::xmpp::element::Element;
 use crate::xmpp::ns;
 
@@ -30,9 +31,59 @@ pub fn own_state(presence: &Element) -> Option<OwnState> {
     })
 }
 
+/// RFC 6121 4.2.2, 4.4.2: contacts that receive the user's presence (`from` or `both`).
+pub fn broadcast_targets(roster: &Roster) -> Vec<String> {
+    roster
+        .items
+        .values()
+        .filter(|i| i.subscription.has_from())
+        .map(|i| i.jid.clone())
+        .collect()
+}
+
+/// RFC 6121 4.3.1: contacts whose presence the user receives (`to` or `both`),
+/// which the server probes at initial presence.
+pub fn probe_targets(roster: &Roster) -> Vec<String> {
+    roster
+        .items
+        .values()
+        .filter(|i| i.subscription.has_to())
+        .map(|i| i.jid.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broadcast_follows_subscription_direction() {
+        use crate::im::roster::{RosterItem, Subscription};
+        let mut roster = Roster::default();
+        for (jid, sub) in [
+            ("to@x", Subscription::To),
+            ("from@x", Subscription::From),
+            ("both@x", Subscription::Both),
+            ("none@x", Subscription::None),
+        ] {
+            roster.items.insert(
+                jid.into(),
+                RosterItem {
+                    jid: jid.into(),
+                    subscription: sub,
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(
+            broadcast_targets(&roster),
+            vec!["both@x".to_string(), "from@x".to_string()]
+        );
+        assert_eq!(
+            probe_targets(&roster),
+            vec!["both@x".to_string(), "to@x".to_string()]
+        );
+    }
 
     #[test]
     fn priority_is_read_and_bounded() {

@@ -53,7 +53,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
         .context("clearing this node's routes from before the restart")?;
 
     let (limits, limits_before_auth) = C2s::limits_from(&settings);
-    let router = Router::start_with(raft.clone(), settings.domain.clone());
+    let router = Router::start_with(
+        raft.clone(),
+        settings.domain.clone(),
+        settings.limits.offline_messages,
+    );
     let c2s = Arc::new(C2s {
         settings: settings.clone(),
         node_id,

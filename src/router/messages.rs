@@ -28,6 +28,7 @@ pub struct SessionHandle {
     pub session_id: String,
     pub deliver: Recipient<Deliver>,
     pub kick: Recipient<Kick>,
+    pub batch: Recipient<DeliverBatch>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -50,16 +51,6 @@ pub struct Register(pub SessionHandle);
 pub struct Unregister {
     pub full_jid: String,
     pub session_id: String,
-}
-
-/// A resource's own (undirected) presence changed.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct PresenceChanged {
-    pub full_jid: String,
-    pub session_id: String,
-    pub available: bool,
-    pub priority: i8,
 }
 
 /// A stanza from a local client (with `from` already stamped) or from the
@@ -95,3 +86,65 @@ pub enum SessionFlag {
     /// RFC 6121 2.1.6: this stream asked for the roster, so it gets roster pushes.
     RosterInterest,
 }
+
+/// Which of a user's resources get a `ToResources` stanza.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// Streams that asked for the roster (roster pushes, RFC 6121 2.1.6).
+    RosterInterested,
+    /// Streams that sent available presence (subscription requests, RFC 6121 3.1.3).
+    Available,
+}
+
+/// A stanza from the server for some of a user's resources; each copy is
+/// addressed to the resource's full JID.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ToResources {
+    pub user: String,
+    pub which: Which,
+    pub stanza: Element,
+}
+
+/// Send each available resource's current presence (or unavailable) of `user` to `to`
+/// (after a subscription is approved or cancelled, RFC 6121 3.1.5, 3.2.2).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PresenceTo {
+    pub user: String,
+    pub to: String,
+    pub available: bool,
+}
+
+/// A resource's own undirected presence (RFC 6121 4.2, 4.4, 4.5).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct OwnPresence {
+    pub full_jid: String,
+    pub session_id: String,
+    pub stanza: Element,
+}
+
+/// A resource sent presence directly to `to` (RFC 6121 4.6): remembered so that
+/// `to` hears when the resource goes away.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Directed {
+    pub full_jid: String,
+    pub to: String,
+    pub available: bool,
+}
+
+/// A server-made probe (RFC 6121 4.3): `requester` wants `contact`'s presence.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Probe {
+    pub contact: String,
+    pub requester: String,
+}
+
+/// Stanzas written to one stream in order, with back-pressure: the answer
+/// comes once they are queued for writing (offline delivery, XEP-0160).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "bool")]
+pub struct DeliverBatch(pub Vec<Element>);

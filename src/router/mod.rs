@@ -24,18 +24,22 @@ use messages::*;
 pub struct Router {
     node_id: u64,
     domain: String,
+    raft: Arc<RaftNode>,
     state: StateReader,
+    offline_limit: u64,
     sessions: HashMap<String, SessionHandle>,
     users: HashMap<String, (Addr<UserActor>, usize)>,
     stats: RouterStats,
 }
 
 impl Router {
-    pub fn new(node_id: u64, domain: String, state: StateReader) -> Self {
+    pub fn new(raft: Arc<RaftNode>, domain: String, offline_limit: u64) -> Self {
         Router {
-            node_id,
+            node_id: raft.node_id(),
             domain,
-            state,
+            state: raft.state(),
+            raft,
+            offline_limit,
             sessions: HashMap::new(),
             users: HashMap::new(),
             stats: RouterStats::default(),
@@ -43,8 +47,8 @@ impl Router {
     }
 
     /// Start the router and feed it the state machine's routing events.
-    pub fn start_with(raft: Arc<RaftNode>, domain: String) -> Addr<Router> {
-        let addr = Router::new(raft.node_id(), domain, raft.state()).start();
+    pub fn start_with(raft: Arc<RaftNode>, domain: String, offline_limit: u64) -> Addr<Router> {
+        let addr = Router::new(raft.clone(), domain, offline_limit).start();
         let mut events = raft.subscribe();
         let router = addr.clone();
         tokio::spawn(async move {
@@ -112,7 +116,18 @@ impl Router {
         tracing::debug!(to = %to, ?decision, "delivery decision");
         match decision.0 {
             crate::im::delivery::Verdict::Bounce(kind) => self.bounce(ctx, &stanza, kind),
-            crate::im::delivery::Verdict::Offline | crate::im::delivery::Verdict::HandleForUser => {
+            crate::im::delivery::Verdict::Offline => {
+                let (raft, me, limit) = (
+                    self.raft.clone(),
+                    ctx.address().recipient(),
+                    self.offline_limit,
+                );
+                ctx.spawn(
+                    async move { store_offline(&raft, &me, &bare, stanza, limit).await }
+                        .into_actor(self),
+                );
+            }
+            crate::im::delivery::Verdict::HandleForUser => {
                 self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable)
             }
             _ => {}
@@ -143,6 +158,37 @@ impl Router {
                 });
             }
         }
+    }
+}
+
+/// Keep a message for an account with no available resource (XEP-0160); the
+/// sender hears `service-unavailable` when the account's store is full.
+pub async fn store_offline(
+    raft: &RaftNode,
+    router: &Recipient<RouteStanza>,
+    user: &str,
+    stanza: Element,
+    limit: u64,
+) {
+    use crate::im::offline::{self, Stored};
+    let domain = jid::BareJid::new(user)
+        .map(|j| j.domain().to_string())
+        .unwrap_or_default();
+    let outcome = if offline::keep(&stanza) {
+        offline::store(raft, &domain, user, &stanza, limit).await
+    } else {
+        Ok(Stored::Full)
+    };
+    let refused = match outcome {
+        Ok(Stored::Kept) => return,
+        Ok(Stored::NoSuchUser) | Ok(Stored::Full) => StanzaErrorKind::ServiceUnavailable,
+        Err(e) => {
+            tracing::warn!(%user, error = %e, "offline message not stored");
+            StanzaErrorKind::InternalServerError
+        }
+    };
+    if stanza.attr("type") != Some("error") && stanza.attr("from").is_some() {
+        router.do_send(RouteStanza(error_reply(&stanza, refused, None)));
     }
 }
 
@@ -186,10 +232,11 @@ impl Handler<Register> for Router {
             }
         }
         let router = ctx.address().recipient();
+        let (raft, limit) = (self.raft.clone(), self.offline_limit);
         let entry = self
             .users
             .entry(bare.clone())
-            .or_insert_with(|| (UserActor::new(bare, router).start(), 0));
+            .or_insert_with(|| (UserActor::new(bare, raft, router, limit).start(), 0));
         entry.1 += 1;
         entry.0.do_send(user::AddResource(handle));
     }
@@ -224,17 +271,35 @@ impl Handler<Unregister> for Router {
     }
 }
 
-impl Handler<PresenceChanged> for Router {
-    type Result = ();
-    fn handle(&mut self, msg: PresenceChanged, _: &mut Context<Self>) {
-        let Ok(full) = jid::FullJid::new(&msg.full_jid) else {
-            return;
-        };
-        if let Some((user, _)) = self.users.get(&full.to_bare().to_string()) {
-            user.do_send(msg);
+/// Messages that only the user actor of an online user acts on.
+macro_rules! to_user_actor {
+    ($msg:ty, $user:expr) => {
+        impl Handler<$msg> for Router {
+            type Result = ();
+            fn handle(&mut self, msg: $msg, _: &mut Context<Self>) {
+                #[allow(clippy::redundant_closure_call)]
+                let user: String = ($user)(&msg);
+                if let Some((actor, _)) = self.users.get(&user) {
+                    actor.do_send(msg);
+                }
+            }
         }
-    }
+    };
 }
+
+fn bare_of(full: &str) -> String {
+    jid::Jid::new(full)
+        .map(|j| j.to_bare().to_string())
+        .unwrap_or_default()
+}
+
+to_user_actor!(ToResources, |m: &ToResources| m.user.clone());
+to_user_actor!(PresenceTo, |m: &PresenceTo| m.user.clone());
+to_user_actor!(OwnPresence, |m: &OwnPresence| bare_of(&m.full_jid));
+to_user_actor!(Directed, |m: &Directed| bare_of(&m.full_jid));
+to_user_actor!(user::RosterInterest, |m: &user::RosterInterest| bare_of(
+    &m.full_jid
+));
 
 impl Handler<RouteStanza> for Router {
     type Result = ();
@@ -284,6 +349,7 @@ impl Handler<Applied> for Router {
                 }
             }
             StateEvent::RouteRemoved { .. } => {}
+            StateEvent::DataChanged { .. } | StateEvent::Queued { .. } => {}
             StateEvent::UserDeleted { user } => {
                 let prefix = format!("{user}/");
                 for handle in self

@@ -1,39 +1,62 @@
 //! One actor per online bare JID on this node: its connected resources and
-//! their presence. Stanzas for the bare JID come here, and the RFC 6121 rules
-//! in `im::delivery` pick the resources that get them.
+//! their presence. It applies RFC 6121's presence rules (broadcast to
+//! subscribers, probes, directed presence, unavailable on close or drop),
+//! delivers stanzas for the bare JID by the rules in `im::delivery`, and
+//! starts offline delivery at initial presence.
 //!
-//! The roster, subscriptions and offline queue join this actor in the next
-//! issue; their state is written through Raft and read from the local replica.
+//! Roster and offline state are read from the local Raft replica; every
+//! stanza for another account goes out through the router.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use actix::prelude::*;
+use chorus_raft::RaftNode;
 
 use crate::im::delivery::{self, ResourceView, Verdict};
-use crate::router::messages::{PresenceChanged, RouteStanza, SessionHandle};
+use crate::im::{offline, presence, roster};
+use crate::router::messages::{
+    Directed, OwnPresence, PresenceTo, Probe, RouteStanza, SessionHandle, ToResources, Which,
+};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
+use crate::xmpp::ns;
 use crate::xmpp::stanza::StanzaKind;
 
 struct Resource {
     handle: SessionHandle,
     available: bool,
     priority: i8,
+    /// The last available presence, `from` the full JID, without `to`.
+    last: Option<Element>,
+    roster_interest: bool,
+    /// Entities this resource sent available presence to directly (RFC 6121 4.6).
+    directed: BTreeSet<String>,
 }
 
 pub struct UserActor {
     bare: String,
     resources: BTreeMap<String, Resource>,
-    /// Where bounces and server answers go.
+    raft: Arc<RaftNode>,
+    /// Where stanzas for other accounts go.
     router: Recipient<RouteStanza>,
+    /// Where the router sends offline messages it cannot deliver here.
+    offline_limit: u64,
 }
 
 impl UserActor {
-    pub fn new(bare: String, router: Recipient<RouteStanza>) -> Self {
+    pub fn new(
+        bare: String,
+        raft: Arc<RaftNode>,
+        router: Recipient<RouteStanza>,
+        offline_limit: u64,
+    ) -> Self {
         UserActor {
             bare,
             resources: BTreeMap::new(),
+            raft,
             router,
+            offline_limit,
         }
     }
 
@@ -48,32 +71,149 @@ impl UserActor {
             .collect()
     }
 
-    fn act(&self, stanza: Element, (verdict, reason): delivery::Decision) {
+    fn route(&self, stanza: Element) {
+        self.router.do_send(RouteStanza(stanza));
+    }
+
+    fn deliver_to(&self, full_jid: &str, mut stanza: Element) {
+        if let Some(r) = self.resources.get(full_jid) {
+            stanza.set_attr("to", full_jid);
+            crate::router::deliver_or_kick(&r.handle, stanza);
+        }
+    }
+
+    fn act(&self, ctx: &mut Context<Self>, stanza: Element, (verdict, reason): delivery::Decision) {
         tracing::debug!(user = %self.bare, ?verdict, reason, "delivery decision");
         match verdict {
             Verdict::Deliver(targets) => {
                 for target in targets {
                     if let Some(r) = self.resources.get(&target) {
-                        // The copy keeps the bare `to` the sender used (RFC 6121 8.5.2.1.1).
+                        // The copy keeps the `to` the sender used (RFC 6121 8.5.2.1.1).
                         crate::router::deliver_or_kick(&r.handle, stanza.clone());
                     }
                 }
             }
-            // Offline storage arrives with the next issue; until then the
-            // sender learns the message was not delivered (RFC 6121 8.5.2.2.1).
-            Verdict::Offline => self.bounce(&stanza, StanzaErrorKind::ServiceUnavailable),
+            Verdict::Offline => self.keep_offline(ctx, stanza),
             Verdict::Bounce(kind) => self.bounce(&stanza, kind),
             Verdict::HandleForUser => self.bounce(&stanza, StanzaErrorKind::ServiceUnavailable),
             Verdict::Ignore => {}
         }
     }
 
+    fn keep_offline(&self, ctx: &mut Context<Self>, stanza: Element) {
+        let (raft, router, user, limit) = (
+            self.raft.clone(),
+            self.router.clone(),
+            self.bare.clone(),
+            self.offline_limit,
+        );
+        ctx.spawn(
+            async move { crate::router::store_offline(&raft, &router, &user, stanza, limit).await }
+                .into_actor(self),
+        );
+    }
+
     fn bounce(&self, stanza: &Element, kind: StanzaErrorKind) {
         if stanza.attr("type") != Some("error") {
-            self.router
-                .do_send(RouteStanza(error_reply(stanza, kind, None)));
+            self.route(error_reply(stanza, kind, None));
         }
     }
+
+    /// RFC 6121 4.2.2, 4.4.2: a resource's presence goes to every contact with a
+    /// `from` or `both` subscription and to all the user's available resources.
+    fn broadcast(&self, from_full: &str, stanza: &Element, extra: &BTreeSet<String>) {
+        let roster = roster::load(&self.raft.state(), &self.bare);
+        for contact in presence::broadcast_targets(&roster) {
+            let mut copy = stanza.clone();
+            copy.set_attr("from", from_full);
+            copy.set_attr("to", contact.as_str());
+            self.route(copy);
+        }
+        for to in extra {
+            let mut copy = stanza.clone();
+            copy.set_attr("from", from_full);
+            copy.set_attr("to", to.as_str());
+            self.route(copy);
+        }
+        let own: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.available)
+            .map(|(j, _)| j.clone())
+            .collect();
+        for full in own {
+            let mut copy = stanza.clone();
+            copy.set_attr("from", from_full);
+            self.deliver_to(&full, copy);
+        }
+    }
+
+    /// What happens once a resource becomes available for the first time.
+    fn initial_presence(&mut self, ctx: &mut Context<Self>, full_jid: &str) {
+        let roster = roster::load(&self.raft.state(), &self.bare);
+        // RFC 6121 4.3: the server probes the contacts the user is subscribed to.
+        for contact in presence::probe_targets(&roster) {
+            self.router
+                .do_send(RouteStanza(probe_stanza(&contact, full_jid)));
+        }
+        // RFC 6121 3.1.3: requests that arrived while offline are delivered now.
+        for xml in roster.pending_in.values() {
+            if let Ok(request) = Element::from_xml(xml) {
+                self.deliver_to(full_jid, request);
+            }
+        }
+        let Some(r) = self.resources.get(full_jid) else {
+            return;
+        };
+        if r.priority < 0 {
+            return;
+        }
+        let (raft, user, to, session) = (
+            self.raft.clone(),
+            self.bare.clone(),
+            full_jid.to_string(),
+            r.handle.batch.clone(),
+        );
+        ctx.spawn(
+            async move {
+                let n = offline::deliver(&raft, &user, &to, &session).await;
+                if n > 0 {
+                    tracing::debug!(%user, %to, delivered = n, "offline messages delivered");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// The resource went unavailable, by presence or by closing: tell everyone
+    /// who had its presence (RFC 6121 4.5.2).
+    fn went_unavailable(&mut self, full_jid: &str, stanza: Option<Element>) {
+        let Some(r) = self.resources.get_mut(full_jid) else {
+            return;
+        };
+        if !r.available {
+            return;
+        }
+        r.available = false;
+        r.last = None;
+        let directed = std::mem::take(&mut r.directed);
+        let stanza = stanza.unwrap_or_else(|| {
+            Element::new("presence", ns::CLIENT).with_attr("type", "unavailable")
+        });
+        self.broadcast(full_jid, &stanza, &directed);
+        // The resource itself gets its own unavailable presence (4.5.2), if still connected.
+        let mut own = stanza;
+        own.set_attr("from", full_jid);
+        self.deliver_to(full_jid, own);
+    }
+}
+
+/// The probe the server sends for a user's resource (RFC 6121 4.3.1).
+fn probe_stanza(contact: &str, requester: &str) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_attr("type", "probe")
+        .with_attr("from", requester)
+        .with_attr("to", contact)
 }
 
 impl Actor for UserActor {
@@ -101,18 +241,26 @@ pub struct ForUser {
     pub missing_resource: bool,
 }
 
+/// This resource asked for the roster: it gets roster pushes from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RosterInterest {
+    pub full_jid: String,
+}
+
 impl Handler<AddResource> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: AddResource, _: &mut Context<Self>) {
         let jid = msg.0.full_jid.clone();
-        self.resources.insert(
-            jid,
-            Resource {
-                handle: msg.0,
-                available: false,
-                priority: 0,
-            },
-        );
+        let resource = Resource {
+            handle: msg.0,
+            available: false,
+            priority: 0,
+            last: None,
+            roster_interest: false,
+            directed: BTreeSet::new(),
+        };
+        self.resources.insert(jid, resource);
     }
 }
 
@@ -124,26 +272,139 @@ impl Handler<RemoveResource> for UserActor {
             .get(&msg.full_jid)
             .is_some_and(|r| r.handle.session_id == msg.session_id)
         {
+            // A dropped connection counts as unavailable presence (RFC 6121 4.5.3.2).
+            self.went_unavailable(&msg.full_jid, None);
             self.resources.remove(&msg.full_jid);
         }
     }
 }
 
-impl Handler<PresenceChanged> for UserActor {
+impl Handler<OwnPresence> for UserActor {
     type Result = ();
-    fn handle(&mut self, msg: PresenceChanged, _: &mut Context<Self>) {
-        if let Some(r) = self.resources.get_mut(&msg.full_jid) {
-            if r.handle.session_id == msg.session_id {
-                r.available = msg.available;
-                r.priority = msg.priority;
+    fn handle(&mut self, msg: OwnPresence, ctx: &mut Context<Self>) {
+        let Some(state) = presence::own_state(&msg.stanza) else {
+            return;
+        };
+        let Some(r) = self.resources.get_mut(&msg.full_jid) else {
+            return;
+        };
+        if r.handle.session_id != msg.session_id {
+            return;
+        }
+        if !state.available {
+            let mut stanza = msg.stanza;
+            stanza.remove_attr("to");
+            return self.went_unavailable(&msg.full_jid, Some(stanza));
+        }
+        let initial = !r.available;
+        r.available = true;
+        r.priority = state.priority;
+        let mut stanza = msg.stanza;
+        stanza.remove_attr("to");
+        stanza.set_attr("from", msg.full_jid.as_str());
+        r.last = Some(stanza.clone());
+        self.broadcast(&msg.full_jid, &stanza, &BTreeSet::new());
+        if initial {
+            self.initial_presence(ctx, &msg.full_jid);
+        }
+    }
+}
+
+impl Handler<Directed> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: Directed, _: &mut Context<Self>) {
+        let Some(r) = self.resources.get_mut(&msg.full_jid) else {
+            return;
+        };
+        if msg.available && r.available {
+            r.directed.insert(msg.to);
+        } else {
+            r.directed.remove(&msg.to);
+        }
+    }
+}
+
+impl Handler<Probe> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: Probe, _: &mut Context<Self>) {
+        // Only a subscriber gets an answer (RFC 6121 4.3.2).
+        let roster = roster::load(&self.raft.state(), &self.bare);
+        let requester_bare = jid::Jid::new(&msg.requester)
+            .map(|j| j.to_bare().to_string())
+            .unwrap_or_default();
+        if !roster
+            .items
+            .get(&requester_bare)
+            .is_some_and(|i| i.subscription.has_from())
+        {
+            return;
+        }
+        for r in self.resources.values() {
+            if let Some(last) = &r.last {
+                let mut copy = last.clone();
+                copy.set_attr("to", msg.requester.as_str());
+                self.route(copy);
             }
+        }
+    }
+}
+
+impl Handler<PresenceTo> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: PresenceTo, _: &mut Context<Self>) {
+        for (full, r) in &self.resources {
+            let stanza = match (&r.last, msg.available) {
+                (Some(last), true) => last.clone(),
+                (Some(_), false) => Element::new("presence", ns::CLIENT)
+                    .with_attr("type", "unavailable")
+                    .with_attr("from", full.as_str()),
+                (None, _) => continue,
+            };
+            let mut stanza = stanza;
+            stanza.set_attr("to", msg.to.as_str());
+            self.route(stanza);
+        }
+    }
+}
+
+impl Handler<ToResources> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: ToResources, _: &mut Context<Self>) {
+        let targets: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| match msg.which {
+                Which::RosterInterested => r.roster_interest,
+                Which::Available => r.available,
+            })
+            .map(|(j, _)| j.clone())
+            .collect();
+        for full in targets {
+            self.deliver_to(&full, msg.stanza.clone());
+        }
+    }
+}
+
+impl Handler<RosterInterest> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: RosterInterest, _: &mut Context<Self>) {
+        if let Some(r) = self.resources.get_mut(&msg.full_jid) {
+            r.roster_interest = true;
         }
     }
 }
 
 impl Handler<ForUser> for UserActor {
     type Result = ();
-    fn handle(&mut self, msg: ForUser, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: ForUser, ctx: &mut Context<Self>) {
+        if msg.kind == StanzaKind::Presence && msg.stanza.attr("type") == Some("probe") {
+            let requester = msg.stanza.attr("from").unwrap_or_default().to_string();
+            let probe = Probe {
+                contact: self.bare.clone(),
+                requester,
+            };
+            return <Self as Handler<Probe>>::handle(self, probe, ctx);
+        }
         let stanza_type = msg
             .stanza
             .attr("type")
@@ -155,7 +416,7 @@ impl Handler<ForUser> for UserActor {
         } else {
             delivery::to_bare(msg.kind, &stanza_type, &views)
         };
-        self.act(msg.stanza, decision);
+        self.act(ctx, msg.stanza, decision);
     }
 }
 

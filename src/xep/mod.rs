@@ -6,6 +6,10 @@
 pub mod disco;
 pub mod legacy_session;
 pub mod ping;
+pub mod private;
+pub mod register;
+pub mod stored;
+pub mod vcard;
 pub mod version;
 
 use std::sync::Arc;
@@ -65,6 +69,10 @@ pub static SERVER_FEATURES: &[&dyn IqFeature] = &[
     &ping::Ping,
     &version::Version,
     &legacy_session::LegacySession,
+    &vcard::VCard,
+    &private::Private,
+    &register::Register,
+    &crate::im::roster::RosterFeature,
 ];
 
 /// Answer an iq get or set handled by the server: the feature's answer, or

@@ -10,11 +10,14 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::broadcast;
 
-use super::keys::{self, CF_NODE_ROUTES, CF_ROUTES, CF_SETTINGS, CF_SM_META, CF_USERS};
+use super::keys::{
+    self, CF_DATA, CF_DATA_META, CF_NODE_ROUTES, CF_QUEUE, CF_QUEUE_META, CF_ROUTES, CF_SETTINGS,
+    CF_SM_META, CF_USERS,
+};
 use super::snapshot::{self, SnapshotPayload};
 use super::{blocking, cf, read_err, scan_prefix, DbError};
 use crate::codec;
-use crate::machine::{self, full_jid_prefix, Applied, ClientRecord, StateStore};
+use crate::machine::{self, full_jid_prefix, Applied, ClientRecord, QueueMeta, StateStore};
 use crate::types::{
     Entry, LogId, NodeId, Response, Route, SnapshotMeta, StateEvent, StorageError,
     StoredMembership, TypeConfig, UserRecord, PROTOCOL_VERSION,
@@ -29,9 +32,27 @@ enum Cf {
     NodeRoutes = 2,
     Settings = 3,
     Meta = 4,
+    Data = 5,
+    DataMeta = 6,
+    Queue = 7,
+    QueueMeta = 8,
 }
 
+const CF_COUNT: usize = 9;
+
 impl Cf {
+    const ALL: [Cf; CF_COUNT] = [
+        Cf::Users,
+        Cf::Routes,
+        Cf::NodeRoutes,
+        Cf::Settings,
+        Cf::Meta,
+        Cf::Data,
+        Cf::DataMeta,
+        Cf::Queue,
+        Cf::QueueMeta,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Cf::Users => CF_USERS,
@@ -39,6 +60,10 @@ impl Cf {
             Cf::NodeRoutes => CF_NODE_ROUTES,
             Cf::Settings => CF_SETTINGS,
             Cf::Meta => CF_SM_META,
+            Cf::Data => CF_DATA,
+            Cf::DataMeta => CF_DATA_META,
+            Cf::Queue => CF_QUEUE,
+            Cf::QueueMeta => CF_QUEUE_META,
         }
     }
 }
@@ -48,7 +73,7 @@ impl Cf {
 /// whole batch is written as one `WriteBatch`.
 struct Overlay<'a> {
     db: &'a DB,
-    pending: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 5],
+    pending: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; CF_COUNT],
 }
 
 impl<'a> Overlay<'a> {
@@ -104,13 +129,7 @@ impl<'a> Overlay<'a> {
 
     fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        for c in [
-            Cf::Users,
-            Cf::Routes,
-            Cf::NodeRoutes,
-            Cf::Settings,
-            Cf::Meta,
-        ] {
+        for c in Cf::ALL {
             let handle = cf(self.db, c.name());
             for (k, v) in &self.pending[c as usize] {
                 match v {
@@ -126,6 +145,24 @@ impl<'a> Overlay<'a> {
 fn utf8(bytes: &[u8]) -> Result<String, DbError> {
     String::from_utf8(bytes.to_vec())
         .map_err(|_| DbError::Invalid(format!("key is not UTF-8: {bytes:?}")))
+}
+
+/// The second names of the meta keys (kinds or queues) of `user` in `c`, with their values,
+/// sorted by name (the key layout orders them by length first).
+fn names_of(overlay: &Overlay, c: Cf, user: &str) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+    let mut out = overlay
+        .scan(c, &keys::user_prefix(user))?
+        .into_iter()
+        .map(|(k, v)| match keys::parse_pair_key(&k) {
+            Some((_, name)) => Ok((name, v)),
+            None => Err(DbError::Invalid(format!(
+                "malformed key in {}: {k:?}",
+                c.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 impl StateStore for Overlay<'_> {
@@ -192,6 +229,83 @@ impl StateStore for Overlay<'_> {
     }
     fn put_client(&mut self, client: u64, record: &ClientRecord) -> Result<(), DbError> {
         self.put(Cf::Meta, keys::client_key(client), codec::encode(record)?);
+        Ok(())
+    }
+    fn data_version(&self, user: &str, kind: &str) -> Result<u64, DbError> {
+        Ok(self
+            .decode_get(Cf::DataMeta, &keys::pair_key(user, kind))?
+            .unwrap_or(0))
+    }
+    fn put_data_version(&mut self, user: &str, kind: &str, version: u64) -> Result<(), DbError> {
+        self.put(
+            Cf::DataMeta,
+            keys::pair_key(user, kind),
+            codec::encode(&version)?,
+        );
+        Ok(())
+    }
+    fn remove_data_version(&mut self, user: &str, kind: &str) -> Result<(), DbError> {
+        self.delete(Cf::DataMeta, keys::pair_key(user, kind));
+        Ok(())
+    }
+    fn data_kinds(&self, user: &str) -> Result<Vec<String>, DbError> {
+        Ok(names_of(self, Cf::DataMeta, user)?
+            .into_iter()
+            .map(|(kind, _)| kind)
+            .collect())
+    }
+    fn data_keys(&self, user: &str, kind: &str) -> Result<Vec<String>, DbError> {
+        let prefix = keys::pair_key(user, kind);
+        self.scan(Cf::Data, &prefix)?
+            .into_iter()
+            .map(|(k, _)| utf8(&k[prefix.len()..]))
+            .collect()
+    }
+    fn put_data(&mut self, user: &str, kind: &str, key: &str, value: &[u8]) -> Result<(), DbError> {
+        self.put(Cf::Data, keys::data_key(user, kind, key), value.to_vec());
+        Ok(())
+    }
+    fn remove_data(&mut self, user: &str, kind: &str, key: &str) -> Result<(), DbError> {
+        self.delete(Cf::Data, keys::data_key(user, kind, key));
+        Ok(())
+    }
+    fn queue_meta(&self, user: &str, queue: &str) -> Result<Option<QueueMeta>, DbError> {
+        self.decode_get(Cf::QueueMeta, &keys::pair_key(user, queue))
+    }
+    fn put_queue_meta(&mut self, user: &str, queue: &str, meta: &QueueMeta) -> Result<(), DbError> {
+        self.put(
+            Cf::QueueMeta,
+            keys::pair_key(user, queue),
+            codec::encode(meta)?,
+        );
+        Ok(())
+    }
+    fn remove_queue_meta(&mut self, user: &str, queue: &str) -> Result<(), DbError> {
+        self.delete(Cf::QueueMeta, keys::pair_key(user, queue));
+        Ok(())
+    }
+    fn queues_of(&self, user: &str) -> Result<Vec<(String, QueueMeta)>, DbError> {
+        names_of(self, Cf::QueueMeta, user)?
+            .into_iter()
+            .map(|(queue, v)| Ok((queue, codec::decode(&v)?)))
+            .collect()
+    }
+    fn put_queue_item(
+        &mut self,
+        user: &str,
+        queue: &str,
+        seq: u64,
+        value: &[u8],
+    ) -> Result<(), DbError> {
+        self.put(
+            Cf::Queue,
+            keys::queue_item_key(user, queue, seq),
+            value.to_vec(),
+        );
+        Ok(())
+    }
+    fn remove_queue_item(&mut self, user: &str, queue: &str, seq: u64) -> Result<(), DbError> {
+        self.delete(Cf::Queue, keys::queue_item_key(user, queue, seq));
         Ok(())
     }
 }
@@ -311,7 +425,7 @@ impl StateMachine {
                 );
                 let (meta, data) = snapshot::load(&d)?
                     .ok_or_else(|| DbError::Invalid("snapshot vanished".into()))?;
-                let payload: SnapshotPayload = codec::decode(&data)?;
+                let payload = snapshot::decode_payload(&data)?;
                 install(&d, &meta, &data, &payload)?;
             }
             Ok(())
@@ -436,7 +550,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let lock = self.snapshot_lock.clone();
         let m = meta.clone();
         blocking(move || {
-            let payload: SnapshotPayload = codec::decode(&data)?;
+            let payload = snapshot::decode_payload(&data)?;
             if payload.last_applied != m.last_log_id || payload.membership != m.last_membership {
                 return Err(DbError::Invalid(format!(
                     "snapshot {} data is at {:?}, its meta says {:?}",

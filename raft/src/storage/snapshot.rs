@@ -3,15 +3,21 @@
 use rocksdb::{IteratorMode, SnapshotWithThreadMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{self, CF_ROUTES, CF_SETTINGS, CF_SM_META, CF_SNAPSHOT, CF_USERS, SM_CFS};
+use super::keys::{
+    self, CF_DATA, CF_DATA_META, CF_QUEUE, CF_QUEUE_META, CF_ROUTES, CF_SETTINGS, CF_SM_META,
+    CF_SNAPSHOT, CF_USERS, SM_CFS,
+};
 use super::{cf, scan_prefix, DbError};
 use crate::codec;
 use crate::config::SNAPSHOT_STORE_CHUNK_BYTES;
-use crate::machine::ClientRecord;
+use crate::machine::{ClientRecord, QueueMeta};
 use crate::types::{LogId, Route, SnapshotMeta, StoredMembership, UserRecord};
 
 /// What a snapshot carries (codec-encoded, this is the data shipped to other nodes). The
 /// node-route index is derived from `routes` and rebuilt on install.
+///
+/// Codec format 2. Format 1 (`SnapshotPayloadV1`) lacks `data` and `queues`; both still
+/// install (`decode_payload`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotPayload {
     pub last_applied: Option<LogId>,
@@ -20,6 +26,62 @@ pub(crate) struct SnapshotPayload {
     pub routes: Vec<(String, Route)>,
     pub settings: Vec<(String, String)>,
     pub clients: Vec<(u64, ClientRecord)>,
+    pub data: Vec<DataSet>,
+    pub queues: Vec<QueueSet>,
+}
+
+/// Everything stored for one (user, kind).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DataSet {
+    pub user: String,
+    pub kind: String,
+    pub version: u64,
+    pub items: Vec<(String, Vec<u8>)>,
+}
+
+/// Everything stored for one (user, queue).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueueSet {
+    pub user: String,
+    pub queue: String,
+    pub meta: QueueMeta,
+    pub items: Vec<(u64, Vec<u8>)>,
+}
+
+/// The snapshot payload of codec format 1 (before per-user data and queues), kept so that
+/// a snapshot stored or sent by a node of that version still installs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SnapshotPayloadV1 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    users: Vec<(String, UserRecord)>,
+    routes: Vec<(String, Route)>,
+    settings: Vec<(String, String)>,
+    clients: Vec<(u64, ClientRecord)>,
+}
+
+impl From<SnapshotPayloadV1> for SnapshotPayload {
+    fn from(v1: SnapshotPayloadV1) -> Self {
+        SnapshotPayload {
+            last_applied: v1.last_applied,
+            membership: v1.membership,
+            users: v1.users,
+            routes: v1.routes,
+            settings: v1.settings,
+            clients: v1.clients,
+            data: Vec::new(),
+            queues: Vec::new(),
+        }
+    }
+}
+
+/// Decodes snapshot data of any format this build reads.
+pub(crate) fn decode_payload(bytes: &[u8]) -> Result<SnapshotPayload, DbError> {
+    match codec::version(bytes)? {
+        1 => Ok(codec::decode::<SnapshotPayloadV1>(bytes)?.into()),
+        // `codec::version` accepted it, so it is the current format.
+        _ => Ok(codec::decode(bytes)?),
+    }
 }
 
 fn utf8(key: &[u8]) -> Result<String, DbError> {
@@ -74,6 +136,8 @@ pub(crate) fn capture(db: &DB) -> Result<SnapshotPayload, DbError> {
         };
         clients.push((client, codec::decode(&v)?));
     }
+    let data = capture_data(&snap, db)?;
+    let queues = capture_queues(&snap, db)?;
     Ok(SnapshotPayload {
         last_applied,
         membership,
@@ -81,7 +145,91 @@ pub(crate) fn capture(db: &DB) -> Result<SnapshotPayload, DbError> {
         routes,
         settings,
         clients,
+        data,
+        queues,
     })
+}
+
+fn malformed(cf_name: &str, key: &[u8]) -> DbError {
+    DbError::Invalid(format!("malformed key in {cf_name}: {key:?}"))
+}
+
+/// Items of every (user, kind) that has a version; every write sets the version, so no
+/// item lacks one.
+fn capture_data(snap: &SnapshotWithThreadMode<DB>, db: &DB) -> Result<Vec<DataSet>, DbError> {
+    let items_cf = cf(db, CF_DATA);
+    let mut out = Vec::new();
+    for meta in snap.iterator_cf(cf(db, CF_DATA_META), IteratorMode::Start) {
+        let (prefix, version) = meta?;
+        let (user, kind) =
+            keys::parse_pair_key(&prefix).ok_or_else(|| malformed(CF_DATA_META, &prefix))?;
+        let mut items = Vec::new();
+        for item in snap.iterator_cf(
+            items_cf,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            items.push((utf8(&k[prefix.len()..])?, v.into_vec()));
+        }
+        out.push(DataSet {
+            user,
+            kind,
+            version: codec::decode(&version)?,
+            items,
+        });
+    }
+    Ok(out)
+}
+
+fn capture_queues(snap: &SnapshotWithThreadMode<DB>, db: &DB) -> Result<Vec<QueueSet>, DbError> {
+    let items_cf = cf(db, CF_QUEUE);
+    let mut out = Vec::new();
+    for meta in snap.iterator_cf(cf(db, CF_QUEUE_META), IteratorMode::Start) {
+        let (prefix, meta) = meta?;
+        let (user, queue) =
+            keys::parse_pair_key(&prefix).ok_or_else(|| malformed(CF_QUEUE_META, &prefix))?;
+        let mut items = Vec::new();
+        for item in snap.iterator_cf(
+            items_cf,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let seq = k[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| malformed(CF_QUEUE, &k))?;
+            items.push((seq, v.into_vec()));
+        }
+        out.push(QueueSet {
+            user,
+            queue,
+            meta: codec::decode(&meta)?,
+            items,
+        });
+    }
+    Ok(out)
+}
+
+/// Refuses a queue whose items are not exactly the seqs its meta says it holds: installing
+/// it would let a later removal leave items behind or a push overwrite one.
+fn check_queue(q: &QueueSet) -> Result<(), DbError> {
+    let held = q.items.iter().map(|(seq, _)| *seq);
+    if q.meta.len > q.meta.last_seq || !held.eq(q.meta.seqs()) {
+        return Err(DbError::Invalid(format!(
+            "snapshot queue {:?} of {:?}: {} items do not match {:?}",
+            q.queue,
+            q.user,
+            q.items.len(),
+            q.meta
+        )));
+    }
+    Ok(())
 }
 
 /// Adds to `batch` the writes that make the state-machine column families equal to
@@ -111,6 +259,31 @@ pub(crate) fn replace_state(
     let settings = cf(db, CF_SETTINGS);
     for (key, value) in &payload.settings {
         batch.put_cf(settings, key.as_bytes(), codec::encode(value)?);
+    }
+    let data = cf(db, CF_DATA);
+    let data_meta = cf(db, CF_DATA_META);
+    for set in &payload.data {
+        batch.put_cf(
+            data_meta,
+            keys::pair_key(&set.user, &set.kind),
+            codec::encode(&set.version)?,
+        );
+        for (key, value) in &set.items {
+            batch.put_cf(data, keys::data_key(&set.user, &set.kind, key), value);
+        }
+    }
+    let queue = cf(db, CF_QUEUE);
+    let queue_meta = cf(db, CF_QUEUE_META);
+    for q in &payload.queues {
+        check_queue(q)?;
+        batch.put_cf(
+            queue_meta,
+            keys::pair_key(&q.user, &q.queue),
+            codec::encode(&q.meta)?,
+        );
+        for (seq, value) in &q.items {
+            batch.put_cf(queue, keys::queue_item_key(&q.user, &q.queue, *seq), value);
+        }
     }
     let meta = cf(db, CF_SM_META);
     for (client, record) in &payload.clients {

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chorus_raft::{Command, NodeId, RaftConfig, Route, ScramCredential, StateReader, UserRecord};
+use chorus_raft::{
+    Command, NodeId, QueueMeta, RaftConfig, Route, ScramCredential, StateReader, UserRecord,
+};
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -64,16 +66,80 @@ pub fn bind(full_jid: &str, node: NodeId, session: &str) -> Command {
     }
 }
 
+/// An unconditional `DataWrite` of `puts`.
+pub fn put_data(user: &str, kind: &str, puts: &[(&str, &[u8])]) -> Command {
+    data_write(user, kind, false, &[], puts, None)
+}
+
+pub fn data_write(
+    user: &str,
+    kind: &str,
+    clear: bool,
+    deletes: &[&str],
+    puts: &[(&str, &[u8])],
+    expect_version: Option<u64>,
+) -> Command {
+    Command::DataWrite {
+        user: user.into(),
+        kind: kind.into(),
+        clear,
+        deletes: deletes.iter().map(|k| k.to_string()).collect(),
+        puts: puts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect(),
+        expect_version,
+    }
+}
+
+pub fn push(user: &str, queue: &str, value: &[u8], limit: u64) -> Command {
+    Command::QueuePush {
+        user: user.into(),
+        queue: queue.into(),
+        value: value.to_vec(),
+        limit,
+    }
+}
+
+pub fn remove(user: &str, queue: &str, through_seq: u64) -> Command {
+    Command::QueueRemove {
+        user: user.into(),
+        queue: queue.into(),
+        through_seq,
+    }
+}
+
+/// One (user, kind) as a reader lists it: version and items.
+pub type DataDump = (String, String, u64, Vec<(String, Vec<u8>)>);
+/// One (user, queue) as a reader lists it: meta and items.
+pub type QueueDump = (String, String, QueueMeta, Vec<(u64, Vec<u8>)>);
+
 /// Everything a reader can list, for comparing replicas.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Dump {
     pub users: Vec<(String, UserRecord)>,
     pub routes: Vec<(String, Route)>,
     pub settings: Vec<(String, String)>,
+    pub data: Vec<DataDump>,
+    pub queues: Vec<QueueDump>,
 }
 
 pub fn dump(reader: &StateReader) -> Dump {
+    let mut data = Vec::new();
+    let mut queues = Vec::new();
+    for user in reader.users() {
+        for (kind, version) in reader.data_kinds(&user) {
+            let items = reader.data_all(&user, &kind);
+            data.push((user.clone(), kind, version, items));
+        }
+        for (queue, meta) in reader.queues_of(&user) {
+            let items = reader.queue(&user, &queue, 0, usize::MAX);
+            queues.push((user.clone(), queue, meta, items));
+        }
+    }
     Dump {
+        data,
+        queues,
         users: reader
             .users()
             .into_iter()
