@@ -210,6 +210,47 @@ impl RaftNode {
             })?
     }
 
+    /// `propose` in two steps: when this returns, the command holds its place in
+    /// the proposal queue; the returned future gives its result. A caller that
+    /// enqueues commands one after another has them applied in that order while
+    /// they still share log entries (`propose` from separate tasks promises no
+    /// order between them).
+    pub async fn enqueue(
+        &self,
+        command: Command,
+    ) -> Result<impl std::future::Future<Output = Result<CommandResult, RaftError>>, RaftError>
+    {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(RaftError::ShutDown);
+        }
+        let bytes = codec::encoded_len(&command)?;
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(RaftError::CommandTooLarge {
+                bytes,
+                limit: MAX_COMMAND_BYTES,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.proposals
+            .send(Proposal {
+                command,
+                bytes,
+                reply,
+            })
+            .await
+            .map_err(|_| RaftError::ShutDown)?;
+        Ok(async move {
+            match tokio::time::timeout(PROPOSE_TIMEOUT, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(RaftError::ShutDown),
+                Err(_) => Err(RaftError::Timeout {
+                    what: "waiting for a proposal to commit",
+                    after: PROPOSE_TIMEOUT,
+                }),
+            }
+        })
+    }
+
     pub fn state(&self) -> StateReader {
         self.reader.clone()
     }

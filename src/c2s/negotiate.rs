@@ -342,6 +342,12 @@ fn features(c2s: &C2s, conn: &Conn, stage: &Stage) -> String {
                 "<session xmlns='{}'><optional/></session>",
                 ns::SESSION
             ));
+            // XEP-0237 roster versioning and RFC 6121 3.4 pre-approval.
+            out.push_str(&format!(
+                "<ver xmlns='{}'/>",
+                crate::im::roster::VER_FEATURE_NS
+            ));
+            out.push_str("<sub xmlns='urn:xmpp:features:pre-approval'/>");
         }
     }
     // XEP-0077: offered wherever authentication is.

@@ -51,6 +51,11 @@ pub struct Session {
     caller: Option<Arc<Caller>>,
     /// XEP-0280 carbons enabled on this stream.
     carbons: bool,
+    /// Answers being worked out (Raft writes) for this stream's iqs.
+    pending_answers: u32,
+    /// A close asked for while answers were pending: it waits for them, so a
+    /// client that, say, deletes its account still reads the result first.
+    deferred_close: Option<(StreamErrorKind, Option<String>)>,
 }
 
 /// Turn a bound stream into a running session.
@@ -75,6 +80,8 @@ pub fn start(c2s: Arc<C2s>, reader: Reader, writer: Writer, activity: Activity, 
             pings_sent: 0,
             caller: None,
             carbons: false,
+            pending_answers: 0,
+            deferred_close: None,
         }
     });
 }
@@ -247,9 +254,16 @@ impl Session {
         match xep::answer_iq(&el, &target, &caller) {
             Answer::Now(reply) => self.send(&finish(reply), ctx),
             Answer::Later(future) => {
+                self.pending_answers += 1;
                 ctx.spawn(actix::fut::wrap_future::<_, Self>(future).map(
                     move |reply, act, ctx| {
+                        act.pending_answers -= 1;
                         act.send(&finish(reply), ctx);
+                        if act.pending_answers == 0 {
+                            if let Some(error) = act.deferred_close.take() {
+                                act.close(Some(error), ctx);
+                            }
+                        }
                     },
                 ));
             }
@@ -399,6 +413,16 @@ impl Handler<Deliver> for Session {
 impl Handler<Kick> for Session {
     type Result = ();
     fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
+        if self.pending_answers > 0 && self.deferred_close.is_none() {
+            self.deferred_close = Some((msg.condition, msg.text));
+            // An answer that never comes must not keep the stream open.
+            ctx.run_later(Duration::from_secs(5), |act, ctx| {
+                if let Some(error) = act.deferred_close.take() {
+                    act.close(Some(error), ctx);
+                }
+            });
+            return;
+        }
         self.close(Some((msg.condition, msg.text)), ctx);
     }
 }

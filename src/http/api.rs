@@ -52,7 +52,7 @@ pub fn routes(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/users", get(list_users).post(add_user))
-        .route("/api/v1/users/{jid}", axum::routing::delete(delete_user))
+        .route("/api/v1/users/{jid}", get(show_user).delete(delete_user))
         .route("/api/v1/users/{jid}/password", put(set_password))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     api.route("/metrics", get(super::metrics::scrape))
@@ -177,6 +177,34 @@ async fn commit_account(raft: &RaftNode, user: &str, cmd: Command) -> Result<(),
             format!("unexpected result {other:?}"),
         )),
     }
+}
+
+/// One account's figures: what it keeps on the server, from the local replica.
+async fn show_user(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = account_jid(&state.settings, &raw)?;
+    let replica = state.raft.state();
+    if replica.user(&user).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{user} does not exist"),
+        ));
+    }
+    let roster = crate::im::roster::load(&replica, &user);
+    let online = replica
+        .routes_of(&user)
+        .into_iter()
+        .map(|(full, _)| full)
+        .collect::<Vec<_>>();
+    Ok(Json(json!({
+        "jid": user,
+        "roster_items": roster.items.len(),
+        "pending_subscription_requests": roster.pending_in.len(),
+        "offline_messages": replica.queue_len(&user, crate::im::offline::QUEUE),
+        "resources": online,
+    })))
 }
 
 async fn add_user(

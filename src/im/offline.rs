@@ -3,17 +3,23 @@
 //! with XEP-0203 delay stamps, when a resource sends initial presence with a
 //! non-negative priority.
 
+use std::sync::Arc;
+
 use actix::Recipient;
 use chorus_raft::{Command, CommandResult, RaftNode};
+use tokio::sync::mpsc;
 
-use crate::router::messages::DeliverBatch;
+use crate::router::messages::{DeliverBatch, RouteStanza};
 use crate::xmpp::element::Element;
+use crate::xmpp::error::{error_reply, StanzaErrorKind};
 
 pub const QUEUE: &str = "offline";
 pub const DELAY_NS: &str = "urn:xmpp:delay";
 /// Stanzas handed to a session per batch: bounded, so delivery follows the
 /// client's pace instead of filling the node's memory.
 const PAGE: usize = 256;
+/// Messages waiting for the writer.
+const WRITER_QUEUE: usize = 16 * 1024;
 
 /// Which messages are kept (RFC 6121 8.5.2.2.1, XEP-0160 section 3): chat and
 /// normal with something to say; no errors, groupchat or headlines.
@@ -21,23 +27,88 @@ pub fn keep(stanza: &Element) -> bool {
     matches!(stanza.attr("type").unwrap_or("normal"), "chat" | "normal")
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stored {
-    Kept,
-    /// The account's queue is at its limit; the sender gets service-unavailable.
-    Full,
-    NoSuchUser,
+/// A message for an account that cannot take it now.
+pub struct ForLater {
+    pub user: String,
+    pub stanza: Element,
 }
 
-/// Keep a message for `user`, stamped now by `domain` (the stamp is made
-/// here, never in the state machine, which reads no clock).
-pub async fn store(
-    raft: &RaftNode,
-    domain: &str,
-    user: &str,
-    stanza: &Element,
+/// The one writer of offline messages on this node: it proposes them in the
+/// order it gets them (so a user reads them in the order they were sent) while
+/// consecutive ones still share Raft log entries. A refused message is
+/// bounced to its sender with `service-unavailable` (RFC 6121 8.5.2.2.1).
+pub fn spawn_writer(
+    raft: Arc<RaftNode>,
+    router: Recipient<RouteStanza>,
+    domain: String,
     limit: u64,
-) -> Result<Stored, String> {
+) -> mpsc::Sender<ForLater> {
+    let (tx, mut rx) = mpsc::channel::<ForLater>(WRITER_QUEUE);
+    tokio::spawn(async move {
+        while let Some(ForLater { user, stanza }) = rx.recv().await {
+            if !keep(&stanza) {
+                bounce(&router, &stanza, StanzaErrorKind::ServiceUnavailable);
+                continue;
+            }
+            let cmd = Command::QueuePush {
+                user: user.clone(),
+                queue: QUEUE.to_string(),
+                value: stamped(&stanza, &domain).to_xml().into_bytes(),
+                limit,
+            };
+            let pending = match raft.enqueue(cmd).await {
+                Ok(pending) => pending,
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "offline message not stored");
+                    bounce(&router, &stanza, StanzaErrorKind::InternalServerError);
+                    continue;
+                }
+            };
+            let router = router.clone();
+            tokio::spawn(async move {
+                let refused = match pending.await {
+                    Ok(CommandResult::Queued { .. }) => return,
+                    Ok(CommandResult::QueueFull { .. } | CommandResult::NoSuchUser) => {
+                        StanzaErrorKind::ServiceUnavailable
+                    }
+                    other => {
+                        tracing::warn!(%user, result = ?other, "offline message not stored");
+                        StanzaErrorKind::InternalServerError
+                    }
+                };
+                bounce(&router, &stanza, refused);
+            });
+        }
+    });
+    tx
+}
+
+/// Hand a message to the writer; if even its queue is full, the node is
+/// overloaded and the sender hears so at once.
+pub fn keep_for_later(
+    writer: &mpsc::Sender<ForLater>,
+    router: &Recipient<RouteStanza>,
+    user: &str,
+    stanza: Element,
+) {
+    if let Err(e) = writer.try_send(ForLater {
+        user: user.to_string(),
+        stanza,
+    }) {
+        let (mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f)) = e;
+        bounce(router, &f.stanza, StanzaErrorKind::ResourceConstraint);
+    }
+}
+
+fn bounce(router: &Recipient<RouteStanza>, stanza: &Element, kind: StanzaErrorKind) {
+    if stanza.attr("type") != Some("error") && stanza.attr("from").is_some() {
+        router.do_send(RouteStanza(error_reply(stanza, kind, None)));
+    }
+}
+
+/// The message as kept: with an XEP-0203 delay stamp made now, here (the state
+/// machine reads no clock).
+fn stamped(stanza: &Element, domain: &str) -> Element {
     let mut kept = stanza.clone();
     if kept.get_child("delay", DELAY_NS).is_none() {
         let stamp = chrono::Utc::now()
@@ -50,18 +121,7 @@ pub async fn store(
                 .with_text("Offline Storage"),
         );
     }
-    let cmd = Command::QueuePush {
-        user: user.to_string(),
-        queue: QUEUE.to_string(),
-        value: kept.to_xml().into_bytes(),
-        limit,
-    };
-    match raft.propose(cmd).await.map_err(|e| e.to_string())? {
-        CommandResult::Queued { .. } => Ok(Stored::Kept),
-        CommandResult::QueueFull { .. } => Ok(Stored::Full),
-        CommandResult::NoSuchUser => Ok(Stored::NoSuchUser),
-        other => Err(format!("unexpected result {other:?}")),
-    }
+    kept
 }
 
 /// Deliver every kept message to one resource, oldest first, then drop what

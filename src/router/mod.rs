@@ -26,6 +26,8 @@ pub struct Router {
     domain: String,
     raft: Arc<RaftNode>,
     state: StateReader,
+    /// Where messages for accounts that cannot take them now go (XEP-0160).
+    offline: Option<tokio::sync::mpsc::Sender<crate::im::offline::ForLater>>,
     offline_limit: u64,
     sessions: HashMap<String, SessionHandle>,
     users: HashMap<String, (Addr<UserActor>, usize)>,
@@ -39,6 +41,7 @@ impl Router {
             domain,
             state: raft.state(),
             raft,
+            offline: None,
             offline_limit,
             sessions: HashMap::new(),
             users: HashMap::new(),
@@ -117,14 +120,12 @@ impl Router {
         match decision.0 {
             crate::im::delivery::Verdict::Bounce(kind) => self.bounce(ctx, &stanza, kind),
             crate::im::delivery::Verdict::Offline => {
-                let (raft, me, limit) = (
-                    self.raft.clone(),
-                    ctx.address().recipient(),
-                    self.offline_limit,
-                );
-                ctx.spawn(
-                    async move { store_offline(&raft, &me, &bare, stanza, limit).await }
-                        .into_actor(self),
+                let writer = self.offline_writer(ctx);
+                crate::im::offline::keep_for_later(
+                    &writer,
+                    &ctx.address().recipient(),
+                    &bare,
+                    stanza,
                 );
             }
             crate::im::delivery::Verdict::HandleForUser => {
@@ -132,6 +133,22 @@ impl Router {
             }
             _ => {}
         }
+    }
+
+    /// The node's offline writer, started with the router's first need for it.
+    fn offline_writer(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> tokio::sync::mpsc::Sender<crate::im::offline::ForLater> {
+        if self.offline.is_none() {
+            self.offline = Some(crate::im::offline::spawn_writer(
+                self.raft.clone(),
+                ctx.address().recipient(),
+                self.domain.clone(),
+                self.offline_limit,
+            ));
+        }
+        self.offline.clone().expect("just made")
     }
 
     fn bounce(&mut self, ctx: &mut Context<Self>, stanza: &Element, kind: StanzaErrorKind) {
@@ -158,37 +175,6 @@ impl Router {
                 });
             }
         }
-    }
-}
-
-/// Keep a message for an account with no available resource (XEP-0160); the
-/// sender hears `service-unavailable` when the account's store is full.
-pub async fn store_offline(
-    raft: &RaftNode,
-    router: &Recipient<RouteStanza>,
-    user: &str,
-    stanza: Element,
-    limit: u64,
-) {
-    use crate::im::offline::{self, Stored};
-    let domain = jid::BareJid::new(user)
-        .map(|j| j.domain().to_string())
-        .unwrap_or_default();
-    let outcome = if offline::keep(&stanza) {
-        offline::store(raft, &domain, user, &stanza, limit).await
-    } else {
-        Ok(Stored::Full)
-    };
-    let refused = match outcome {
-        Ok(Stored::Kept) => return,
-        Ok(Stored::NoSuchUser) | Ok(Stored::Full) => StanzaErrorKind::ServiceUnavailable,
-        Err(e) => {
-            tracing::warn!(%user, error = %e, "offline message not stored");
-            StanzaErrorKind::InternalServerError
-        }
-    };
-    if stanza.attr("type") != Some("error") && stanza.attr("from").is_some() {
-        router.do_send(RouteStanza(error_reply(&stanza, refused, None)));
     }
 }
 
@@ -232,11 +218,11 @@ impl Handler<Register> for Router {
             }
         }
         let router = ctx.address().recipient();
-        let (raft, limit) = (self.raft.clone(), self.offline_limit);
+        let (raft, writer) = (self.raft.clone(), self.offline_writer(ctx));
         let entry = self
             .users
             .entry(bare.clone())
-            .or_insert_with(|| (UserActor::new(bare, raft, router, limit).start(), 0));
+            .or_insert_with(|| (UserActor::new(bare, raft, router, writer).start(), 0));
         entry.1 += 1;
         entry.0.do_send(user::AddResource(handle));
     }

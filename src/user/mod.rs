@@ -40,8 +40,8 @@ pub struct UserActor {
     raft: Arc<RaftNode>,
     /// Where stanzas for other accounts go.
     router: Recipient<RouteStanza>,
-    /// Where the router sends offline messages it cannot deliver here.
-    offline_limit: u64,
+    /// The node's offline writer (XEP-0160).
+    offline: tokio::sync::mpsc::Sender<offline::ForLater>,
 }
 
 impl UserActor {
@@ -49,14 +49,14 @@ impl UserActor {
         bare: String,
         raft: Arc<RaftNode>,
         router: Recipient<RouteStanza>,
-        offline_limit: u64,
+        offline: tokio::sync::mpsc::Sender<offline::ForLater>,
     ) -> Self {
         UserActor {
             bare,
             resources: BTreeMap::new(),
             raft,
             router,
-            offline_limit,
+            offline,
         }
     }
 
@@ -82,7 +82,7 @@ impl UserActor {
         }
     }
 
-    fn act(&self, ctx: &mut Context<Self>, stanza: Element, (verdict, reason): delivery::Decision) {
+    fn act(&self, stanza: Element, (verdict, reason): delivery::Decision) {
         tracing::debug!(user = %self.bare, ?verdict, reason, "delivery decision");
         match verdict {
             Verdict::Deliver(targets) => {
@@ -93,24 +93,15 @@ impl UserActor {
                     }
                 }
             }
-            Verdict::Offline => self.keep_offline(ctx, stanza),
+            Verdict::Offline => self.keep_offline(stanza),
             Verdict::Bounce(kind) => self.bounce(&stanza, kind),
             Verdict::HandleForUser => self.bounce(&stanza, StanzaErrorKind::ServiceUnavailable),
             Verdict::Ignore => {}
         }
     }
 
-    fn keep_offline(&self, ctx: &mut Context<Self>, stanza: Element) {
-        let (raft, router, user, limit) = (
-            self.raft.clone(),
-            self.router.clone(),
-            self.bare.clone(),
-            self.offline_limit,
-        );
-        ctx.spawn(
-            async move { crate::router::store_offline(&raft, &router, &user, stanza, limit).await }
-                .into_actor(self),
-        );
+    fn keep_offline(&self, stanza: Element) {
+        offline::keep_for_later(&self.offline, &self.router, &self.bare, stanza);
     }
 
     fn bounce(&self, stanza: &Element, kind: StanzaErrorKind) {
@@ -416,7 +407,7 @@ impl Handler<ForUser> for UserActor {
         } else {
             delivery::to_bare(msg.kind, &stanza_type, &views)
         };
-        self.act(ctx, msg.stanza, decision);
+        self.act(msg.stanza, decision);
     }
 }
 

@@ -25,7 +25,11 @@ impl IqFeature for Disco {
             caller.raft.state().user(user)?;
         }
         if query.attr("node").is_some() {
-            return Some(Answer::Now(error_reply(iq, StanzaErrorKind::ItemNotFound, None)));
+            return Some(Answer::Now(error_reply(
+                iq,
+                StanzaErrorKind::ItemNotFound,
+                None,
+            )));
         }
         let body = match (info.is_some(), target) {
             (true, Target::Server) => server_info(),

@@ -473,6 +473,16 @@ impl Client {
         c
     }
 
+    /// Send an iq (it must carry an `id`) and return the answer to it,
+    /// skipping whatever else arrives meanwhile.
+    pub async fn iq(&mut self, xml: &str) -> Element {
+        let sent = Element::from_xml(xml).expect("the iq is well-formed");
+        let id = sent.attr("id").expect("the iq has an id").to_string();
+        self.send(xml).await;
+        self.recv_until(|e| e.name() == "iq" && e.attr("id") == Some(id.as_str()))
+            .await
+    }
+
     /// Receive stanzas until one matches, skipping others (presence, pings).
     pub async fn recv_until(&mut self, pred: impl Fn(&Element) -> bool) -> Element {
         loop {
