@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/setup.sh
 
 ensure_debian_packages
+ensure_prosody
 ensure_python_venv
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -38,3 +38,84 @@ ensure_root_install() {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
+
+# Debian's Prosody is the reference server the interop suite compares Chorus
+# with (tests/interop/README.md), and openssl makes its certificate. The suite
+# starts its own Prosody processes on free loopback ports with configs it
+# writes; the system service the package would start (on 5222/5269/5280, where
+# scripts/serve.sh listens) is kept from starting, and is stopped and disabled
+# if it started anyway. Does nothing when both are installed.
+ensure_prosody() {
+  local missing=()
+  dpkg-query -W -f='${Status}' prosody 2>/dev/null | grep -q "install ok installed" || missing+=(prosody)
+  command -v openssl >/dev/null || missing+=(openssl)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "run as root, or install them first: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  local policy
+  policy="$(apt-cache policy prosody 2>/dev/null || true)"
+  if [[ " ${missing[*]} " == *" prosody "* ]] && ! [[ "$policy" =~ Candidate:\ [0-9] ]]; then
+    echo "no prosody package in the apt sources: the interop suite skips its Prosody runs" >&2
+    local keep=() p
+    for p in "${missing[@]}"; do [ "$p" = prosody ] || keep+=("$p"); done
+    [ ${#keep[@]} -gt 0 ] || return 0
+    missing=("${keep[@]}")
+  fi
+  echo "installing Debian packages: ${missing[*]}" >&2
+  # A policy-rc.d answering 101 keeps invoke-rc.d and deb-systemd-invoke from
+  # starting the service during the install. Only a policy we wrote is removed.
+  local own_policy="" status=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# written by chorus scripts/lib/setup.sh while installing prosody\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
+  if [ -n "$own_policy" ] && grep -q 'chorus scripts/lib/setup.sh' /usr/sbin/policy-rc.d 2>/dev/null; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  if [ "$status" -ne 0 ]; then
+    echo "apt-get install ${missing[*]} failed ($status)" >&2
+    exit "$status"
+  fi
+  if [[ " ${missing[*]} " == *" prosody "* ]]; then
+    stop_system_prosody
+  fi
+}
+
+# Stops and disables the Prosody service of the Debian package, whichever init
+# system runs it (or none).
+stop_system_prosody() {
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    systemctl stop prosody.service >/dev/null 2>&1 || true
+    systemctl disable prosody.service >/dev/null 2>&1 || true
+  else
+    if command -v update-rc.d >/dev/null; then
+      update-rc.d prosody disable >/dev/null 2>&1 || true
+    fi
+    if [ -x /etc/init.d/prosody ]; then
+      if command -v service >/dev/null; then
+        service prosody stop >/dev/null 2>&1 || true
+      else
+        /etc/init.d/prosody stop >/dev/null 2>&1 || true
+      fi
+    fi
+  fi
+  # Whatever is left: the pid the system config writes (/run/prosody).
+  local pidfile pid cmd
+  for pidfile in /run/prosody/prosody.pid /var/run/prosody/prosody.pid; do
+    [ -r "$pidfile" ] || continue
+    pid="$(tr -dc 0-9 <"$pidfile")"
+    cmd=""
+    [ -n "$pid" ] && cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+    if [[ "$cmd" == *prosody* ]]; then
+      kill "$pid" 2>/dev/null || true
+      for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+}
