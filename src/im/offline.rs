@@ -166,3 +166,21 @@ pub async fn deliver(
     }
     delivered
 }
+
+/// XEP-0160 has no protocol of its own; the server only says it keeps messages.
+pub struct OfflineFeature;
+
+impl crate::xep::IqFeature for OfflineFeature {
+    fn disco_features(&self) -> &'static [&'static str] {
+        &["msgoffline"]
+    }
+
+    fn handle(
+        &self,
+        _: &Element,
+        _: &crate::xep::Target,
+        _: &Arc<crate::xep::Caller>,
+    ) -> Option<crate::xep::Answer> {
+        None
+    }
+}

@@ -301,7 +301,7 @@ pub struct RosterFeature;
 
 impl IqFeature for RosterFeature {
     fn disco_features(&self) -> &'static [&'static str] {
-        &[]
+        &[NS]
     }
 
     fn handle(&self, iq: &Element, target: &Target, caller: &Arc<Caller>) -> Option<Answer> {

@@ -148,9 +148,12 @@ impl UserActor {
                 .do_send(RouteStanza(probe_stanza(&contact, full_jid)));
         }
         // RFC 6121 3.1.3: requests that arrived while offline are delivered now.
-        for xml in roster.pending_in.values() {
-            if let Ok(request) = Element::from_xml(xml) {
-                self.deliver_to(full_jid, request);
+        // They keep the bare `to` they were sent with, as live requests do.
+        if let Some(r) = self.resources.get(full_jid) {
+            for xml in roster.pending_in.values() {
+                if let Ok(request) = Element::from_xml(xml) {
+                    crate::router::deliver_or_kick(&r.handle, request);
+                }
             }
         }
         let Some(r) = self.resources.get(full_jid) else {

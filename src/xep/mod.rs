@@ -73,6 +73,7 @@ pub static SERVER_FEATURES: &[&dyn IqFeature] = &[
     &private::Private,
     &register::Register,
     &crate::im::roster::RosterFeature,
+    &crate::im::offline::OfflineFeature,
 ];
 
 /// Answer an iq get or set handled by the server: the feature's answer, or
