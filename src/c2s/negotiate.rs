@@ -348,6 +348,7 @@ fn features(c2s: &C2s, conn: &Conn, stage: &Stage) -> String {
                 crate::im::roster::VER_FEATURE_NS
             ));
             out.push_str("<sub xmlns='urn:xmpp:features:pre-approval'/>");
+            out.push_str(&format!("<csi xmlns='{}'/>", crate::xep::csi::NS));
         }
     }
     // XEP-0077: offered wherever authentication is.

@@ -21,10 +21,10 @@ use super::transport::Activity;
 use super::C2s;
 use crate::im::presence;
 use crate::router::messages::{
-    Deliver, DeliverBatch, Directed, Kick, OwnPresence, Register, RouteStanza, SessionFlag,
-    SessionHandle, Unregister,
+    Carbon, CarbonsEnabled, Deliver, DeliverBatch, Directed, Kick, OwnPresence, Register,
+    RouteStanza, SessionFlag, SessionHandle, Unregister,
 };
-use crate::xep::{self, Answer, Caller, Target};
+use crate::xep::{self, carbons, csi, Answer, Caller, Target};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, stream_error_xml, StanzaErrorKind, StreamErrorKind};
 use crate::xmpp::ns;
@@ -51,6 +51,9 @@ pub struct Session {
     caller: Option<Arc<Caller>>,
     /// XEP-0280 carbons enabled on this stream.
     carbons: bool,
+    /// XEP-0352: the client said it is inactive; presence for it is held.
+    inactive: bool,
+    held: csi::Held,
     /// Answers being worked out (Raft writes) for this stream's iqs.
     pending_answers: u32,
     /// A close asked for while answers were pending: it waits for them, so a
@@ -82,6 +85,8 @@ pub fn start(c2s: Arc<C2s>, reader: Reader, writer: Writer, activity: Activity, 
             carbons: false,
             pending_answers: 0,
             deferred_close: None,
+            inactive: false,
+            held: csi::Held::default(),
         }
     });
 }
@@ -173,6 +178,9 @@ impl Session {
     }
 
     fn dispatch(&mut self, mut el: Element, ctx: &mut Context<Self>) {
+        if el.ns() == csi::NS {
+            return self.client_state(&el, ctx);
+        }
         let Some(kind) = stanza::kind(&el) else {
             return self.close(Some((StreamErrorKind::UnsupportedStanzaType, None)), ctx);
         };
@@ -209,6 +217,15 @@ impl Session {
             StanzaKind::Message => {
                 if to.is_none() {
                     el.set_attr("to", self.bare_jid.clone());
+                }
+                // XEP-0280: the account's other streams get a `sent` carbon.
+                if el.attr("to") != Some(self.bare_jid.as_str()) && carbons::should_copy(&el).0 {
+                    self.c2s.router.do_send(Carbon {
+                        account: self.bare_jid.clone(),
+                        full_jid: self.full_jid.to_string(),
+                        direction: carbons::Direction::Sent,
+                        stanza: el.clone(),
+                    });
                 }
                 self.c2s.router.do_send(RouteStanza(el));
             }
@@ -267,6 +284,24 @@ impl Session {
                     },
                 ));
             }
+        }
+    }
+
+    /// XEP-0352 `<active/>` and `<inactive/>`.
+    fn client_state(&mut self, el: &Element, ctx: &mut Context<Self>) {
+        match el.name() {
+            "inactive" => self.inactive = true,
+            "active" => {
+                self.inactive = false;
+                self.flush_held(ctx);
+            }
+            _ => self.close(Some((StreamErrorKind::UnsupportedStanzaType, None)), ctx),
+        }
+    }
+
+    fn flush_held(&mut self, ctx: &mut Context<Self>) {
+        for el in self.held.drain() {
+            self.send(&el, ctx);
         }
     }
 
@@ -406,6 +441,13 @@ impl StreamHandler<Result<StreamEvent, ReadError>> for Session {
 impl Handler<Deliver> for Session {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        if self.inactive {
+            // XEP-0352: presence waits; anything else goes out, after what waited.
+            if csi::can_wait(&msg.0).0 && self.held.hold(msg.0.clone()) {
+                return;
+            }
+            self.flush_held(ctx);
+        }
         self.send(&msg.0, ctx);
     }
 }
@@ -431,7 +473,13 @@ impl Handler<SessionFlag> for Session {
     type Result = ();
     fn handle(&mut self, flag: SessionFlag, _: &mut Context<Self>) {
         match flag {
-            SessionFlag::Carbons(on) => self.carbons = on,
+            SessionFlag::Carbons(on) => {
+                self.carbons = on;
+                self.c2s.router.do_send(CarbonsEnabled {
+                    full_jid: self.full_jid.to_string(),
+                    on,
+                });
+            }
             SessionFlag::RosterInterest => self.c2s.router.do_send(crate::user::RosterInterest {
                 full_jid: self.full_jid.to_string(),
             }),

@@ -148,3 +148,23 @@ pub struct Probe {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "bool")]
 pub struct DeliverBatch(pub Vec<Element>);
+
+/// XEP-0280: a stream switched carbons on or off.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct CarbonsEnabled {
+    pub full_jid: String,
+    pub on: bool,
+}
+
+/// XEP-0280: a message one of the account's streams sent (`sent`) or one
+/// stream received by full JID (`received`), for the others' carbons.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Carbon {
+    pub account: String,
+    /// The stream that sent or received the original; it gets no copy.
+    pub full_jid: String,
+    pub direction: crate::xep::carbons::Direction,
+    pub stanza: Element,
+}

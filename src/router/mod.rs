@@ -97,6 +97,16 @@ impl Router {
         self.stats.routed += 1;
         if to.is_full() {
             if let Some(handle) = self.sessions.get(to.as_str()) {
+                if crate::xep::carbons::should_copy(&stanza).0 {
+                    if let Some((user, _)) = self.users.get(&bare) {
+                        user.do_send(Carbon {
+                            account: bare.clone(),
+                            full_jid: to.to_string(),
+                            direction: crate::xep::carbons::Direction::Received,
+                            stanza: stanza.clone(),
+                        });
+                    }
+                }
                 deliver_or_kick(handle, stanza);
                 return;
             }
@@ -286,6 +296,8 @@ to_user_actor!(Directed, |m: &Directed| bare_of(&m.full_jid));
 to_user_actor!(user::RosterInterest, |m: &user::RosterInterest| bare_of(
     &m.full_jid
 ));
+to_user_actor!(CarbonsEnabled, |m: &CarbonsEnabled| bare_of(&m.full_jid));
+to_user_actor!(Carbon, |m: &Carbon| m.account.clone());
 
 impl Handler<RouteStanza> for Router {
     type Result = ();

@@ -16,8 +16,10 @@ use chorus_raft::RaftNode;
 use crate::im::delivery::{self, ResourceView, Verdict};
 use crate::im::{offline, presence, roster};
 use crate::router::messages::{
-    Directed, OwnPresence, PresenceTo, Probe, RouteStanza, SessionHandle, ToResources, Which,
+    Carbon, CarbonsEnabled, Directed, OwnPresence, PresenceTo, Probe, RouteStanza, SessionHandle,
+    ToResources, Which,
 };
+use crate::xep::carbons;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
 use crate::xmpp::ns;
@@ -30,6 +32,8 @@ struct Resource {
     /// The last available presence, `from` the full JID, without `to`.
     last: Option<Element>,
     roster_interest: bool,
+    /// XEP-0280 carbons enabled on this stream.
+    carbons: bool,
     /// Entities this resource sent available presence to directly (RFC 6121 4.6).
     directed: BTreeSet<String>,
 }
@@ -86,17 +90,36 @@ impl UserActor {
         tracing::debug!(user = %self.bare, ?verdict, reason, "delivery decision");
         match verdict {
             Verdict::Deliver(targets) => {
-                for target in targets {
-                    if let Some(r) = self.resources.get(&target) {
+                for target in &targets {
+                    if let Some(r) = self.resources.get(target) {
                         // The copy keeps the `to` the sender used (RFC 6121 8.5.2.1.1).
                         crate::router::deliver_or_kick(&r.handle, stanza.clone());
                     }
+                }
+                if stanza.name() == "message" {
+                    self.carbons(carbons::Direction::Received, &targets, &stanza);
                 }
             }
             Verdict::Offline => self.keep_offline(stanza),
             Verdict::Bounce(kind) => self.bounce(&stanza, kind),
             Verdict::HandleForUser => self.bounce(&stanza, StanzaErrorKind::ServiceUnavailable),
             Verdict::Ignore => {}
+        }
+    }
+
+    /// XEP-0280: a copy for each carbons-enabled stream that did not send or
+    /// receive the original itself.
+    fn carbons(&self, direction: carbons::Direction, except: &[String], stanza: &Element) {
+        let (copy, reason) = carbons::should_copy(stanza);
+        if !copy {
+            tracing::trace!(user = %self.bare, reason, "no carbons");
+            return;
+        }
+        for (full, r) in &self.resources {
+            if r.carbons && !except.contains(full) {
+                let carbon = carbons::wrap(direction, &self.bare, full, stanza);
+                crate::router::deliver_or_kick(&r.handle, carbon);
+            }
         }
     }
 
@@ -252,6 +275,7 @@ impl Handler<AddResource> for UserActor {
             priority: 0,
             last: None,
             roster_interest: false,
+            carbons: false,
             directed: BTreeSet::new(),
         };
         self.resources.insert(jid, resource);
@@ -411,6 +435,22 @@ impl Handler<ForUser> for UserActor {
             delivery::to_bare(msg.kind, &stanza_type, &views)
         };
         self.act(msg.stanza, decision);
+    }
+}
+
+impl Handler<CarbonsEnabled> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: CarbonsEnabled, _: &mut Context<Self>) {
+        if let Some(r) = self.resources.get_mut(&msg.full_jid) {
+            r.carbons = msg.on;
+        }
+    }
+}
+
+impl Handler<Carbon> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: Carbon, _: &mut Context<Self>) {
+        self.carbons(msg.direction, &[msg.full_jid], &msg.stanza);
     }
 }
 

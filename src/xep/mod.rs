@@ -3,6 +3,8 @@
 //! session actor dispatches iqs addressed to the server here; it implements
 //! none of them.
 
+pub mod carbons;
+pub mod csi;
 pub mod disco;
 pub mod legacy_session;
 pub mod ping;
@@ -74,6 +76,7 @@ pub static SERVER_FEATURES: &[&dyn IqFeature] = &[
     &register::Register,
     &crate::im::roster::RosterFeature,
     &crate::im::offline::OfflineFeature,
+    &carbons::Carbons,
 ];
 
 /// Answer an iq get or set handled by the server: the feature's answer, or
