@@ -157,3 +157,31 @@ def test_offline_messages_with_delay(server, transcript):
             transcript.fact("headline kept", bob, headline is not None)
 
     run(scenario())
+
+
+CARBONS = "urn:xmpp:carbons:2"
+
+
+def test_carbons(server, transcript):
+    async def scenario():
+        async with Scene(server) as scene:
+            scene.account("alice", "a-pass")
+            scene.account("bob", "b-pass")
+            phone = await scene.login("alice", "a-pass", "phone")
+            laptop = await scene.login("alice", "a-pass", "laptop")
+            bob = await scene.login("bob", "b-pass", "b")
+            enabled = await phone.iq(None, ET.Element(f"{{{CARBONS}}}enable"), type="set")
+            transcript.stanza("enable", phone, enabled, must_agree=True, attrs=())
+
+            bob.send_message("alice@localhost/laptop", "to the laptop")
+            await laptop.expect("message", "chat")
+            carbon = await phone.expect("message", where=lambda e: e.find(f"{{{CARBONS}}}received") is not None)
+            # XEP-0280 section 6: from the bare JID, the original forwarded inside.
+            transcript.stanza("received carbon", phone, carbon, must_agree=True, attrs=("from",))
+
+            laptop.send_message("bob@localhost", "from the laptop")
+            await bob.expect("message", "chat")
+            carbon = await phone.expect("message", where=lambda e: e.find(f"{{{CARBONS}}}sent") is not None)
+            transcript.stanza("sent carbon", phone, carbon, must_agree=True, attrs=("from",))
+
+    run(scenario())
