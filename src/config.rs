@@ -165,7 +165,7 @@ impl Default for C2sSettings {
             auth_timeout_secs: 30,
             ping_interval_secs: 120,
             idle_timeout_secs: 300,
-            outbound_queue: 1024,
+            outbound_queue: 8192,
             max_auth_failures: 3,
         }
     }

@@ -19,6 +19,10 @@ pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// length field cannot make us allocate more than a frame could carry.
 pub const MAX_DECODE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Largest snapshot `decode_snapshot` will materialise (snapshots are held in
+/// memory whole until they are streamed).
+pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024 * 1024;
+
 const HEADER_LEN: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +76,13 @@ pub fn version(bytes: &[u8]) -> Result<u16, CodecError> {
     Ok(version)
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
+    bytes: &[u8],
+    config: C,
+) -> Result<T, CodecError> {
     version(bytes)?;
     let body = &bytes[HEADER_LEN..];
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
+    let (value, used) = bincode::serde::decode_from_slice(body, config)
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::TrailingBytes {
@@ -83,4 +90,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         });
     }
     Ok(value)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_with(bytes, config())
+}
+
+/// Decode a whole snapshot. It holds the entire state machine, so the frame
+/// cap of `decode` does not fit it: offline queues alone can pass 64 MiB. It
+/// comes from our own storage or, in chunks, from the leader, never in one
+/// frame from an unauthenticated peer.
+pub fn decode_snapshot<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_with(bytes, bincode::config::standard().with_limit::<MAX_SNAPSHOT_BYTES>())
 }

@@ -78,9 +78,9 @@ impl From<SnapshotPayloadV1> for SnapshotPayload {
 /// Decodes snapshot data of any format this build reads.
 pub(crate) fn decode_payload(bytes: &[u8]) -> Result<SnapshotPayload, DbError> {
     match codec::version(bytes)? {
-        1 => Ok(codec::decode::<SnapshotPayloadV1>(bytes)?.into()),
+        1 => Ok(codec::decode_snapshot::<SnapshotPayloadV1>(bytes)?.into()),
         // `codec::version` accepted it, so it is the current format.
-        _ => Ok(codec::decode(bytes)?),
+        _ => Ok(codec::decode_snapshot(bytes)?),
     }
 }
 
