@@ -101,5 +101,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// comes from our own storage or, in chunks, from the leader, never in one
 /// frame from an unauthenticated peer.
 pub fn decode_snapshot<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    decode_with(bytes, bincode::config::standard().with_limit::<MAX_SNAPSHOT_BYTES>())
+    decode_with(
+        bytes,
+        bincode::config::standard().with_limit::<MAX_SNAPSHOT_BYTES>(),
+    )
 }

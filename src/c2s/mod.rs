@@ -36,6 +36,8 @@ pub struct C2s {
     /// Where session actors live (actors cannot start inside plain tokio tasks).
     pub arbiter: actix::ArbiterHandle,
     pub stats: C2sStats,
+    /// When the node began serving clients: its uptime (XEP-0012) counts from here.
+    pub started: std::time::Instant,
 }
 
 #[derive(Default)]

@@ -207,6 +207,12 @@ impl Session {
         };
         if let Some(to) = &to {
             el.set_attr("to", to.to_string());
+            let state = self.c2s.raft.state();
+            match xep::blocking::outbound(&state, &self.bare_jid, kind, &el, to) {
+                xep::blocking::Outbound::Send => {}
+                xep::blocking::Outbound::Drop(_) => return,
+                xep::blocking::Outbound::Refuse(reply) => return self.send(&reply, ctx),
+            }
         }
         match kind {
             StanzaKind::Iq => self.iq(el, to, ctx),
@@ -376,6 +382,7 @@ impl Actor for Session {
             router: self.c2s.router.clone(),
             settings: self.c2s.settings.clone(),
             session: ctx.address().recipient(),
+            started: self.c2s.started,
         }));
         let settings = &self.c2s.settings.c2s;
         let tick = Duration::from_secs(
@@ -483,6 +490,11 @@ impl Handler<SessionFlag> for Session {
             SessionFlag::RosterInterest => self.c2s.router.do_send(crate::user::RosterInterest {
                 full_jid: self.full_jid.to_string(),
             }),
+            SessionFlag::BlocklistInterest => {
+                self.c2s.router.do_send(crate::user::BlocklistInterest {
+                    full_jid: self.full_jid.to_string(),
+                })
+            }
         }
     }
 }

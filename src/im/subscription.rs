@@ -342,6 +342,11 @@ async fn deliver_to_contact(
         }
         return;
     }
+    if crate::xep::blocking::is_blocked(&raft.state(), contact, user) {
+        // XEP-0191 3.3: the contact blocked the user; its roster does not hear of it.
+        tracing::debug!(%contact, from = %user, kind = kind.name(), "subscription stanza from a blocked JID dropped");
+        return;
+    }
     let xml = stanza.to_xml();
     let mut rule = None;
     let result = roster::update(raft, contact, user, |entry| {

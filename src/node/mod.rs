@@ -74,6 +74,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         limits_before_auth,
         arbiter: actix::Arbiter::current(),
         stats: Default::default(),
+        started: std::time::Instant::now(),
     });
     tokio::spawn(c2s::listener::accept_loop(c2s.clone(), c2s_listener, false));
     tokio::spawn(c2s::listener::accept_loop(

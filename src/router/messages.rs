@@ -85,6 +85,8 @@ pub enum SessionFlag {
     Carbons(bool),
     /// RFC 6121 2.1.6: this stream asked for the roster, so it gets roster pushes.
     RosterInterest,
+    /// XEP-0191 3.3: this stream asked for the block list, so it gets block list pushes.
+    BlocklistInterest,
 }
 
 /// Which of a user's resources get a `ToResources` stanza.
@@ -94,6 +96,8 @@ pub enum Which {
     RosterInterested,
     /// Streams that sent available presence (subscription requests, RFC 6121 3.1.3).
     Available,
+    /// Streams that asked for the block list (block list pushes, XEP-0191 3.3).
+    BlocklistInterested,
 }
 
 /// A stanza from the server for some of a user's resources; each copy is

@@ -94,6 +94,13 @@ impl Router {
             return;
         }
         let bare = to.to_bare().to_string();
+        // XEP-0191 3.3: checked before every local path (session, user actor, offline).
+        if let Some(verdict) = crate::xep::blocking::inbound(&self.state, &bare, &stanza, kind) {
+            if let crate::xep::blocking::Inbound::Bounce(_) = verdict {
+                self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable);
+            }
+            return;
+        }
         self.stats.routed += 1;
         if to.is_full() {
             if let Some(handle) = self.sessions.get(to.as_str()) {
@@ -296,6 +303,9 @@ to_user_actor!(Directed, |m: &Directed| bare_of(&m.full_jid));
 to_user_actor!(user::RosterInterest, |m: &user::RosterInterest| bare_of(
     &m.full_jid
 ));
+to_user_actor!(user::BlocklistInterest, |m: &user::BlocklistInterest| {
+    bare_of(&m.full_jid)
+});
 to_user_actor!(CarbonsEnabled, |m: &CarbonsEnabled| bare_of(&m.full_jid));
 to_user_actor!(Carbon, |m: &Carbon| m.account.clone());
 

@@ -32,6 +32,8 @@ struct Resource {
     /// The last available presence, `from` the full JID, without `to`.
     last: Option<Element>,
     roster_interest: bool,
+    /// XEP-0191: this stream asked for the block list, so it gets its pushes.
+    blocklist_interest: bool,
     /// XEP-0280 carbons enabled on this stream.
     carbons: bool,
     /// Entities this resource sent available presence to directly (RFC 6121 4.6).
@@ -136,8 +138,14 @@ impl UserActor {
     /// RFC 6121 4.2.2, 4.4.2: a resource's presence goes to every contact with a
     /// `from` or `both` subscription and to all the user's available resources.
     fn broadcast(&self, from_full: &str, stanza: &Element, extra: &BTreeSet<String>) {
-        let roster = roster::load(&self.raft.state(), &self.bare);
-        for contact in presence::broadcast_targets(&roster) {
+        let state = self.raft.state();
+        let roster = roster::load(&state, &self.bare);
+        // XEP-0191 3.3: a blocked contact keeps the unavailable presence it got on block.
+        let blocklist = crate::xep::blocking::load(&state, &self.bare);
+        for contact in presence::broadcast_targets(&roster)
+            .into_iter()
+            .filter(|c| !crate::xep::blocking::blocked(&blocklist, c))
+        {
             let mut copy = stanza.clone();
             copy.set_attr("from", from_full);
             copy.set_attr("to", contact.as_str());
@@ -218,6 +226,10 @@ impl UserActor {
             Element::new("presence", ns::CLIENT).with_attr("type", "unavailable")
         });
         self.broadcast(full_jid, &stanza, &directed);
+        if !self.resources.values().any(|r| r.available) {
+            let status = stanza.get_child("status", ns::CLIENT).map(|s| s.text());
+            crate::xep::last_activity::record_logout(&self.raft, &self.bare, status);
+        }
         // The resource itself gets its own unavailable presence (4.5.2), if still connected.
         let mut own = stanza;
         own.set_attr("from", full_jid);
@@ -275,6 +287,7 @@ impl Handler<AddResource> for UserActor {
             priority: 0,
             last: None,
             roster_interest: false,
+            blocklist_interest: false,
             carbons: false,
             directed: BTreeSet::new(),
         };
@@ -394,11 +407,28 @@ impl Handler<ToResources> for UserActor {
             .filter(|(_, r)| match msg.which {
                 Which::RosterInterested => r.roster_interest,
                 Which::Available => r.available,
+                Which::BlocklistInterested => r.blocklist_interest,
             })
             .map(|(j, _)| j.clone())
             .collect();
         for full in targets {
             self.deliver_to(&full, msg.stanza.clone());
+        }
+    }
+}
+
+/// This resource asked for the block list: it gets block list pushes from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BlocklistInterest {
+    pub full_jid: String,
+}
+
+impl Handler<BlocklistInterest> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: BlocklistInterest, _: &mut Context<Self>) {
+        if let Some(r) = self.resources.get_mut(&msg.full_jid) {
+            r.blocklist_interest = true;
         }
     }
 }

@@ -3,9 +3,11 @@
 //! session actor dispatches iqs addressed to the server here; it implements
 //! none of them.
 
+pub mod blocking;
 pub mod carbons;
 pub mod csi;
 pub mod disco;
+pub mod last_activity;
 pub mod legacy_session;
 pub mod ping;
 pub mod private;
@@ -49,6 +51,8 @@ pub struct Caller {
     pub settings: Arc<Settings>,
     /// The sender's session, for per-stream switches (carbons, roster interest).
     pub session: Recipient<SessionFlag>,
+    /// When this node started serving clients: its uptime (XEP-0012).
+    pub started: std::time::Instant,
 }
 
 /// A feature's answer: ready now, or after a Raft write.
@@ -77,11 +81,19 @@ pub static SERVER_FEATURES: &[&dyn IqFeature] = &[
     &crate::im::roster::RosterFeature,
     &crate::im::offline::OfflineFeature,
     &carbons::Carbons,
+    &blocking::Blocking,
+    &last_activity::LastActivity,
 ];
 
 /// Answer an iq get or set handled by the server: the feature's answer, or
 /// `service-unavailable` when no feature takes it (RFC 6120 8.4).
 pub fn answer_iq(iq: &Element, target: &Target, caller: &Arc<Caller>) -> Answer {
+    // XEP-0191 3.3: an account that blocked the sender answers as if it were not there.
+    if let Target::Account(owner) = target {
+        if blocking::is_blocked(&caller.raft.state(), owner, &caller.full_jid) {
+            return Answer::Now(error_reply(iq, StanzaErrorKind::ServiceUnavailable, None));
+        }
+    }
     SERVER_FEATURES
         .iter()
         .find_map(|f| f.handle(iq, target, caller))
