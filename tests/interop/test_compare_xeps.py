@@ -117,3 +117,50 @@ def test_vcard_and_private_storage(server, transcript):
             transcript.stanza("private of another account", bob, other, attrs=())
 
     run(scenario())
+
+
+BLOCKING = "urn:xmpp:blocking"
+LAST = "jabber:iq:last"
+
+
+def test_blocking(server, transcript):
+    async def scenario():
+        async with Scene(server) as scene:
+            scene.account("alice", "a-pass")
+            scene.account("bob", "b-pass")
+            alice = await scene.login("alice", "a-pass", "home")
+            bob = await scene.login("bob", "b-pass", "work")
+            block = ET.Element(f"{{{BLOCKING}}}block")
+            ET.SubElement(block, f"{{{BLOCKING}}}item", {"jid": "bob@localhost"})
+            transcript.stanza("block", alice, await alice.iq(None, block, type="set"), must_agree=True, attrs=())
+            got = await alice.iq(None, ET.Element(f"{{{BLOCKING}}}blocklist"))
+            items = [i.get("jid") for i in got.iter(f"{{{BLOCKING}}}item")]
+            transcript.facts("block list", alice, items, must_agree=True)
+
+            bob.send_message("alice@localhost/home", "let me in")
+            await bob.sync()
+            delivered = await alice.maybe("message", "chat", timeout=1.0)
+            transcript.fact("blocked contact's message delivered", alice, delivered is not None, must_agree=True)
+            bounce = await bob.maybe("message", "error")
+            transcript.stanza("blocked contact's message bounced", bob, bounce, attrs=())
+
+            alice.send_message("bob@localhost", "going out")
+            refused = await alice.expect("message", "error")
+            # XEP-0191 section 3.5: not-acceptable with <blocked/>.
+            transcript.stanza("message to a blocked JID", alice, refused, must_agree=True, attrs=())
+
+    run(scenario())
+
+
+def test_last_activity_of_the_server(server, transcript):
+    async def scenario():
+        async with Scene(server) as scene:
+            scene.account("alice", "a-pass")
+            alice = await scene.login("alice", "a-pass", "home")
+            got = await alice.iq("localhost", ET.Element(f"{{{LAST}}}query"))
+            seconds = got.find(f"{{{LAST}}}query")
+            # XEP-0012 section 5 lets a server answer its uptime; Prosody needs mod_uptime for it.
+            transcript.fact("uptime answered", alice, seconds is not None and seconds.get("seconds") is not None)
+            transcript.stanza("uptime as received", alice, got, attrs=())
+
+    run(scenario())
