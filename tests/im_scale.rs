@@ -9,14 +9,6 @@ use common::{Client, TestNode};
 
 const ROSTER: &str = "jabber:iq:roster";
 
-async fn sync(c: &mut Client, id: &str) {
-    c.send(&format!(
-        "<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
-    ))
-    .await;
-    c.recv_until(|e| e.attr("id") == Some(id)).await;
-}
-
 async fn wait_for(node: &TestNode, user: &str, field: &str, want: u64) {
     for _ in 0..600 {
         if node.api_get(&format!("/api/v1/users/{user}"))[field].as_u64() == Some(want) {
@@ -88,7 +80,7 @@ async fn ten_thousand_offline_messages_in_order_once() {
         }
         alice.send(&batch).await;
     }
-    sync(&mut alice, "sent").await;
+    alice.sync("sent").await;
     wait_for(&node, "bob@localhost", "offline_messages", N as u64).await;
 
     let mut bob = Client::login(&node, "bob", "pw", "r").await;
@@ -131,7 +123,7 @@ async fn presence_broadcast_reaches_1000_online_contacts() {
         ));
     }
     alice.send(&batch).await;
-    sync(&mut alice, "approved").await;
+    alice.sync("approved").await;
     wait_for(&node, "alice@localhost", "roster_items", N as u64).await;
     drop(alice);
 

@@ -7,43 +7,11 @@ use std::time::Duration;
 
 use chorus::xmpp::element::Element;
 use chorus::xmpp::ns;
-use common::{Client, TestNode};
+use common::{assert_error, assert_result, node_with, Client, TestNode};
 
 const BLOCKING: &str = "urn:xmpp:blocking";
 const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 const LAST: &str = "jabber:iq:last";
-
-/// The defined condition of an error reply, if it is one.
-fn condition(reply: &Element) -> Option<String> {
-    if reply.attr("type") != Some("error") {
-        return None;
-    }
-    reply
-        .get_child("error", ns::CLIENT)?
-        .children()
-        .find(|c| c.ns() == ns::STANZAS && c.name() != "text")
-        .map(|c| c.name().to_string())
-}
-
-fn assert_error(reply: &Element, expected: &str) {
-    assert_eq!(
-        condition(reply).as_deref(),
-        Some(expected),
-        "expected <{expected}/>: {reply:?}"
-    );
-}
-
-fn assert_result(reply: &Element) {
-    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
-}
-
-fn node_with(users: &[&str], extra: &[&str]) -> TestNode {
-    let node = TestNode::start_with(extra);
-    for u in users {
-        node.add_user(&format!("{u}@localhost"), "pw");
-    }
-    node
-}
 
 async fn login(node: &TestNode, user: &str, resource: &str) -> Client {
     Client::login(node, user, "pw", resource).await

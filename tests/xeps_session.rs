@@ -33,14 +33,6 @@ fn carbon_body(e: &Element, direction: &str) -> Option<String> {
     Some(inner.get_child("body", ns::CLIENT)?.text())
 }
 
-async fn sync(c: &mut Client, id: &str) {
-    c.send(&format!(
-        "<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
-    ))
-    .await;
-    c.recv_until(|e| e.attr("id") == Some(id)).await;
-}
-
 /// Everything `c` receives until its ping answer: what arrived before it.
 async fn drain(c: &mut Client, id: &str) -> Vec<Element> {
     c.send(&format!(
@@ -88,8 +80,8 @@ async fn carbons_copy_sent_and_received_chats_to_enabled_streams() {
         .await;
     bob.send("<message to='alice@localhost/laptop' type='headline'><body>news</body></message>")
         .await;
-    sync(&mut laptop, "l").await;
-    sync(&mut bob, "b").await;
+    laptop.sync("l").await;
+    bob.sync("b").await;
     assert!(
         drain(&mut phone, "p")
             .await
@@ -134,7 +126,7 @@ async fn inactive_clients_get_presence_late_and_messages_at_once() {
 
     let mut alice = Client::login(&node, "alice", "pw", "a").await;
     bob.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
-    sync(&mut bob, "inactive").await;
+    bob.sync("inactive").await;
     // Two status changes sent directly to bob: held, and only the latest kept.
     alice
         .send("<presence to='bob@localhost/b'><show>away</show></presence>")
@@ -142,7 +134,7 @@ async fn inactive_clients_get_presence_late_and_messages_at_once() {
     alice
         .send("<presence to='bob@localhost/b'><show>dnd</show></presence>")
         .await;
-    sync(&mut alice, "a1").await;
+    alice.sync("a1").await;
     assert!(
         drain(&mut bob, "held")
             .await
@@ -173,7 +165,7 @@ async fn inactive_clients_get_presence_late_and_messages_at_once() {
     alice
         .send("<presence to='bob@localhost/b'><show>xa</show></presence>")
         .await;
-    sync(&mut alice, "a2").await;
+    alice.sync("a2").await;
     bob.send("<active xmlns='urn:xmpp:csi:0'/>").await;
     let p = bob.recv_until(|e| e.name() == "presence").await;
     assert_eq!(p.get_child("show", ns::CLIENT).unwrap().text(), "xa");

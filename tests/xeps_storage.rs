@@ -6,36 +6,12 @@ mod common;
 
 use chorus::xmpp::element::Element;
 use chorus::xmpp::ns;
-use common::{Client, TestNode};
+use common::{assert_error, assert_result, Client, TestNode};
 
 const VCARD: &str = "vcard-temp";
 const PRIVATE: &str = "jabber:iq:private";
 const REGISTER: &str = "jabber:iq:register";
 const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
-
-/// The defined condition of an error reply, if it is one.
-fn condition(reply: &Element) -> Option<String> {
-    if reply.attr("type") != Some("error") {
-        return None;
-    }
-    reply
-        .get_child("error", ns::CLIENT)?
-        .children()
-        .find(|c| c.ns() == ns::STANZAS && c.name() != "text")
-        .map(|c| c.name().to_string())
-}
-
-fn assert_result(reply: &Element) {
-    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
-}
-
-fn assert_error(reply: &Element, expected: &str) {
-    assert_eq!(
-        condition(reply).as_deref(),
-        Some(expected),
-        "expected <{expected}/>: {reply:?}"
-    );
-}
 
 /// The `<FN/>` of the vCard in a result, or `None` for an empty vCard.
 fn full_name(reply: &Element) -> Option<String> {

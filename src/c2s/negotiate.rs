@@ -44,6 +44,10 @@ fn err(kind: StreamErrorKind, text: &str) -> Close {
 pub struct Bound {
     pub full_jid: jid::FullJid,
     pub session_id: String,
+    /// The bind result. The session writes it only after registering with the
+    /// router, so that nothing sent to the new JID once the client knows it
+    /// can arrive before the router knows the session.
+    pub reply: Element,
 }
 
 /// The connection while it is being negotiated.
@@ -218,13 +222,11 @@ pub async fn negotiate(
                 {
                     match authenticate(c2s, conn, &el).await? {
                         Some(user) => {
-                            c2s.stats.auth_successes.fetch_add(1, Ordering::Relaxed);
                             conn.authenticated = true;
                             restart_parser(conn, c2s)?;
                             break Stage::Bind(user);
                         }
                         None => {
-                            c2s.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
                             failures += 1;
                             if failures >= c2s.settings.c2s.max_auth_failures {
                                 return Err(err(
@@ -368,6 +370,12 @@ fn mechanisms(conn: &Conn, plaintext_ok: bool) -> String {
     out
 }
 
+/// Answer a failed SASL attempt, counted before the client can see it.
+async fn refuse(c2s: &C2s, conn: &mut Conn, f: SaslFailure) -> Result<(), Close> {
+    c2s.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+    conn.send(&sasl_failure(f)).await
+}
+
 fn sasl_failure(f: SaslFailure) -> String {
     format!("<failure xmlns='{}'><{}/></failure>", ns::SASL, f.name())
 }
@@ -400,7 +408,7 @@ async fn authenticate(
     ) {
         Ok(s) => s,
         Err(f) => {
-            conn.send(&sasl_failure(f)).await?;
+            refuse(c2s, conn, f).await?;
             return Ok(None);
         }
     };
@@ -410,14 +418,13 @@ async fn authenticate(
             // No initial response: ask for it with an empty challenge.
             conn.send(&format!("<challenge xmlns='{}'/>", ns::SASL))
                 .await?;
-            match next_sasl_response(conn).await? {
+            match next_sasl_response(c2s, conn).await? {
                 Some(data) => data,
                 None => return Ok(None),
             }
         }
         Err(()) => {
-            conn.send(&sasl_failure(SaslFailure::IncorrectEncoding))
-                .await?;
+            refuse(c2s, conn, SaslFailure::IncorrectEncoding).await?;
             return Ok(None);
         }
     };
@@ -443,7 +450,7 @@ async fn authenticate(
                     B64.encode(data)
                 ))
                 .await?;
-                match next_sasl_response(conn).await? {
+                match next_sasl_response(c2s, conn).await? {
                     Some(data) => input = data,
                     None => return Ok(None),
                 }
@@ -453,10 +460,11 @@ async fn authenticate(
                 additional_data,
             } => {
                 let Some(user) = super::account_jid(&username, c2s.domain()) else {
-                    conn.send(&sasl_failure(SaslFailure::NotAuthorized)).await?;
+                    refuse(c2s, conn, SaslFailure::NotAuthorized).await?;
                     return Ok(None);
                 };
                 let body = additional_data.map(|d| B64.encode(d)).unwrap_or_default();
+                c2s.stats.auth_successes.fetch_add(1, Ordering::Relaxed);
                 conn.send(&format!("<success xmlns='{}'>{body}</success>", ns::SASL))
                     .await?;
                 tracing::info!(user = %user, mechanism, "authenticated");
@@ -464,7 +472,7 @@ async fn authenticate(
             }
             SaslStep::Failure(f) => {
                 tracing::info!(mechanism, failure = f.name(), "authentication failed");
-                conn.send(&sasl_failure(f)).await?;
+                refuse(c2s, conn, f).await?;
                 return Ok(None);
             }
         }
@@ -472,10 +480,10 @@ async fn authenticate(
 }
 
 /// The client's next `<response/>`; `None` if it aborted (answered here).
-async fn next_sasl_response(conn: &mut Conn) -> Result<Option<Vec<u8>>, Close> {
+async fn next_sasl_response(c2s: &C2s, conn: &mut Conn) -> Result<Option<Vec<u8>>, Close> {
     let el = conn.next_stanza().await?;
     if el.is("abort", ns::SASL) {
-        conn.send(&sasl_failure(SaslFailure::Aborted)).await?;
+        refuse(c2s, conn, SaslFailure::Aborted).await?;
         return Ok(None);
     }
     if !el.is("response", ns::SASL) {
@@ -487,8 +495,7 @@ async fn next_sasl_response(conn: &mut Conn) -> Result<Option<Vec<u8>>, Close> {
     match sasl_payload(&el) {
         Ok(data) => Ok(Some(data.unwrap_or_default())),
         Err(()) => {
-            conn.send(&sasl_failure(SaslFailure::IncorrectEncoding))
-                .await?;
+            refuse(c2s, conn, SaslFailure::IncorrectEncoding).await?;
             Ok(None)
         }
     }
@@ -564,10 +571,10 @@ async fn bind(
         Element::new("bind", ns::BIND)
             .with_child(Element::new("jid", ns::BIND).with_text(full_jid.to_string())),
     );
-    conn.send(&result.to_xml_in(ns::CLIENT)).await?;
     Ok(Some(Bound {
         full_jid,
         session_id,
+        reply: result,
     }))
 }
 

@@ -51,6 +51,8 @@ pub struct Session {
     caller: Option<Arc<Caller>>,
     /// XEP-0280 carbons enabled on this stream.
     carbons: bool,
+    /// The bind result, written once the router knows this session.
+    bind_reply: Option<Element>,
     /// XEP-0352: the client said it is inactive; presence for it is held.
     inactive: bool,
     held: csi::Held,
@@ -76,6 +78,7 @@ pub fn start(c2s: Arc<C2s>, reader: Reader, writer: Writer, activity: Activity, 
             bare_jid: bound.full_jid.to_bare().to_string(),
             full_jid: bound.full_jid,
             session_id: bound.session_id,
+            bind_reply: Some(bound.reply),
             c2s,
             out: out_tx,
             activity,
@@ -374,6 +377,9 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.c2s.router.do_send(Register(self.session_handle(ctx)));
+        if let Some(reply) = self.bind_reply.take() {
+            self.send(&reply, ctx);
+        }
         self.caller = Some(Arc::new(Caller {
             domain: self.c2s.domain().to_string(),
             full_jid: self.full_jid.to_string(),

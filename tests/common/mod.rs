@@ -499,3 +499,47 @@ fn hmac256(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
 }
+
+/// The defined condition of an error reply, if it is one.
+pub fn condition(reply: &Element) -> Option<String> {
+    if reply.attr("type") != Some("error") {
+        return None;
+    }
+    reply
+        .get_child("error", ns::CLIENT)?
+        .children()
+        .find(|c| c.ns() == ns::STANZAS && c.name() != "text")
+        .map(|c| c.name().to_string())
+}
+
+pub fn assert_result(reply: &Element) {
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+}
+
+pub fn assert_error(reply: &Element, expected: &str) {
+    assert_eq!(
+        condition(reply).as_deref(),
+        Some(expected),
+        "expected <{expected}/>: {reply:?}"
+    );
+}
+
+/// A node started with `extra` flags and accounts `USER@localhost` with password "pw".
+pub fn node_with(users: &[&str], extra: &[&str]) -> TestNode {
+    let node = TestNode::start_with(extra);
+    for u in users {
+        node.add_user(&format!("{u}@localhost"), "pw");
+    }
+    node
+}
+
+impl Client {
+    /// A ping round trip: what this client sent before has been processed.
+    pub async fn sync(&mut self, id: &str) {
+        self.send(&format!(
+            "<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await;
+        self.recv_until(|e| e.attr("id") == Some(id)).await;
+    }
+}
