@@ -358,3 +358,25 @@ async fn full_offline_store_refuses_with_service_unavailable() {
         .get_child("service-unavailable", ns::STANZAS)
         .is_some());
 }
+
+#[tokio::test]
+async fn raising_priority_delivers_what_waited() {
+    let node = node_with(&["alice", "bob"]);
+    let mut alice = login(&node, "alice", "a").await;
+    let mut bob = Client::starttls(&node).await;
+    assert_eq!(bob.scram_sha256("bob", "pw").await.name(), "success");
+    bob.bind(Some("b")).await;
+    // Available, but with a negative priority: messages to the bare JID wait (RFC 6121 8.5.2.2.1).
+    bob.send("<presence><priority>-1</priority></presence>")
+        .await;
+    bob.sync("neg").await;
+    alice
+        .send("<message to='bob@localhost' type='chat'><body>waited</body></message>")
+        .await;
+    alice.sync("sent").await;
+    bob.send("<presence><priority>1</priority></presence>")
+        .await;
+    let m = bob.recv_until(|e| e.name() == "message").await;
+    assert_eq!(m.get_child("body", ns::CLIENT).unwrap().text(), "waited");
+    assert!(m.get_child("delay", "urn:xmpp:delay").is_some());
+}

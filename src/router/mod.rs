@@ -357,6 +357,11 @@ impl Handler<Applied> for Router {
                 }
             }
             StateEvent::RouteRemoved { .. } => {}
+            StateEvent::Queued { user, queue, .. } if queue == crate::im::offline::QUEUE => {
+                if let Some((actor, _)) = self.users.get(&user) {
+                    actor.do_send(user::OfflineQueued);
+                }
+            }
             StateEvent::DataChanged { .. } | StateEvent::Queued { .. } => {}
             StateEvent::UserDeleted { user } => {
                 let prefix = format!("{user}/");

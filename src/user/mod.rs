@@ -48,6 +48,8 @@ pub struct UserActor {
     router: Recipient<RouteStanza>,
     /// The node's offline writer (XEP-0160).
     offline: tokio::sync::mpsc::Sender<offline::ForLater>,
+    delivering_offline: bool,
+    offline_again: bool,
 }
 
 impl UserActor {
@@ -63,6 +65,8 @@ impl UserActor {
             raft,
             router,
             offline,
+            delivering_offline: false,
+            offline_again: false,
         }
     }
 
@@ -193,12 +197,22 @@ impl UserActor {
         if r.priority < 0 {
             return;
         }
-        let (raft, user, to, session) = (
-            self.raft.clone(),
-            self.bare.clone(),
-            full_jid.to_string(),
-            r.handle.batch.clone(),
-        );
+        self.deliver_offline(ctx, full_jid.to_string());
+    }
+
+    /// Hand the offline queue to one resource. One delivery at a time: a
+    /// message stored meanwhile (its commit raced the resource's initial
+    /// presence) is picked up by a second round when the first ends.
+    fn deliver_offline(&mut self, ctx: &mut Context<Self>, to: String) {
+        if self.delivering_offline {
+            self.offline_again = true;
+            return;
+        }
+        let Some(r) = self.resources.get(&to) else {
+            return;
+        };
+        self.delivering_offline = true;
+        let (raft, user, session) = (self.raft.clone(), self.bare.clone(), r.handle.batch.clone());
         ctx.spawn(
             async move {
                 let n = offline::deliver(&raft, &user, &to, &session).await;
@@ -206,8 +220,27 @@ impl UserActor {
                     tracing::debug!(%user, %to, delivered = n, "offline messages delivered");
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.delivering_offline = false;
+                if std::mem::take(&mut act.offline_again) {
+                    act.offline_arrived(ctx);
+                }
+            }),
         );
+    }
+
+    /// A message was stored for later: deliver it now if a resource can take it.
+    fn offline_arrived(&mut self, ctx: &mut Context<Self>) {
+        let best = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.available && r.priority >= 0)
+            .max_by_key(|(_, r)| r.priority)
+            .map(|(j, _)| j.clone());
+        if let Some(to) = best {
+            self.deliver_offline(ctx, to);
+        }
     }
 
     /// The resource went unavailable, by presence or by closing: tell everyone
@@ -328,6 +361,7 @@ impl Handler<OwnPresence> for UserActor {
             return self.went_unavailable(&msg.full_jid, Some(stanza));
         }
         let initial = !r.available;
+        let now_eligible = state.priority >= 0 && r.priority < 0;
         r.available = true;
         r.priority = state.priority;
         let mut stanza = msg.stanza;
@@ -337,6 +371,10 @@ impl Handler<OwnPresence> for UserActor {
         self.broadcast(&msg.full_jid, &stanza, &BTreeSet::new());
         if initial {
             self.initial_presence(ctx, &msg.full_jid);
+        } else if now_eligible {
+            // A resource that raises its priority from negative can now take
+            // what was kept while it could not (XEP-0160 section 4).
+            self.deliver_offline(ctx, msg.full_jid);
         }
     }
 }
@@ -481,6 +519,18 @@ impl Handler<Carbon> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: Carbon, _: &mut Context<Self>) {
         self.carbons(msg.direction, &[msg.full_jid], &msg.stanza);
+    }
+}
+
+/// A message for this user was stored offline (the state machine said so).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OfflineQueued;
+
+impl Handler<OfflineQueued> for UserActor {
+    type Result = ();
+    fn handle(&mut self, _: OfflineQueued, ctx: &mut Context<Self>) {
+        self.offline_arrived(ctx);
     }
 }
 
