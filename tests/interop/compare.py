@@ -596,6 +596,14 @@ class Scene:
         for c in self.clients:
             await c.close()
 
+    async def alice_and_bob(self, alice_resource: str = "home", bob_resource: str = "work"):
+        """The two accounts most scenarios need, both logged in."""
+        self.account("alice", "a-pass")
+        self.account("bob", "b-pass")
+        alice = await self.login("alice", "a-pass", alice_resource)
+        bob = await self.login("bob", "b-pass", bob_resource)
+        return alice, bob
+
     def account(self, user: str, password: str):
         self.server.add_user(f"{user}@{self.server.domain}", password)
 

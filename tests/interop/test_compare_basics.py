@@ -58,10 +58,7 @@ def test_wrong_password_gets_not_authorized(server, transcript):
 def test_chat_to_full_and_bare_jid(server, transcript):
     async def scenario():
         async with Scene(server) as scene:
-            scene.account("alice", "a-pass")
-            scene.account("bob", "b-pass")
-            alice = await scene.login("alice", "a-pass", "home")
-            bob = await scene.login("bob", "b-pass", "work")
+            alice, bob = await scene.alice_and_bob("home", "work")
 
             # To the full JID: delivered to that resource (RFC 6121 8.5.3.1).
             alice.send_message("bob@localhost/work", "to your resource")

@@ -74,10 +74,7 @@ def test_roster_set_push_get_remove(server, transcript):
 def test_subscription_handshake_and_presence(server, transcript):
     async def scenario():
         async with Scene(server) as scene:
-            scene.account("alice", "a-pass")
-            scene.account("bob", "b-pass")
-            alice = await scene.login("alice", "a-pass", "home")
-            bob = await scene.login("bob", "b-pass", "work")
+            alice, bob = await scene.alice_and_bob("home", "work")
             await alice.iq(None, roster_query())
             await bob.iq(None, roster_query())
 

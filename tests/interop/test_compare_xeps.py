@@ -26,10 +26,7 @@ def pushed(**want):
 def test_pre_approval(server, transcript):
     async def scenario():
         async with Scene(server) as scene:
-            scene.account("alice", "a-pass")
-            scene.account("bob", "b-pass")
-            alice = await scene.login("alice", "a-pass", "home")
-            bob = await scene.login("bob", "b-pass", "work")
+            alice, bob = await scene.alice_and_bob("home", "work")
             await alice.iq(None, ET.Element(f"{{{ROSTER}}}query"))
             await bob.iq(None, ET.Element(f"{{{ROSTER}}}query"))
             # RFC 6121 3.4: subscribed before any request pre-approves it.
@@ -48,10 +45,7 @@ def test_pre_approval(server, transcript):
 def test_directed_presence(server, transcript):
     async def scenario():
         async with Scene(server) as scene:
-            scene.account("alice", "a-pass")
-            scene.account("bob", "b-pass")
-            alice = await scene.login("alice", "a-pass", "home")
-            bob = await scene.login("bob", "b-pass", "work")
+            alice, bob = await scene.alice_and_bob("home", "work")
             alice.send_presence(pto="bob@localhost/work", pstatus="just for you")
             got = await bob.expect("presence", "available", where=lambda e: e.get("from") == "alice@localhost/home")
             transcript.stanza("directed presence delivered", bob, got, must_agree=True, attrs=("from",),
@@ -67,10 +61,7 @@ def test_directed_presence(server, transcript):
 def test_client_state_indication(server, transcript):
     async def scenario():
         async with Scene(server) as scene:
-            scene.account("alice", "a-pass")
-            scene.account("bob", "b-pass")
-            alice = await scene.login("alice", "a-pass", "home")
-            bob = await scene.login("bob", "b-pass", "phone")
+            alice, bob = await scene.alice_and_bob("home", "phone")
             bob.xmpp.send_raw(f"<inactive xmlns='{CSI}'/>")
             await bob.sync()
             alice.send_presence(pto="bob@localhost/phone", pshow="away")
@@ -92,10 +83,7 @@ def test_client_state_indication(server, transcript):
 def test_vcard_and_private_storage(server, transcript):
     async def scenario():
         async with Scene(server) as scene:
-            scene.account("alice", "a-pass")
-            scene.account("bob", "b-pass")
-            alice = await scene.login("alice", "a-pass", "home")
-            bob = await scene.login("bob", "b-pass", "work")
+            alice, bob = await scene.alice_and_bob("home", "work")
             vcard = ET.Element(f"{{{VCARD}}}vCard")
             ET.SubElement(vcard, f"{{{VCARD}}}FN").text = "Alice Liddell"
             transcript.stanza("vcard set", alice, await alice.iq(None, vcard, type="set"), must_agree=True, attrs=())
@@ -126,10 +114,7 @@ LAST = "jabber:iq:last"
 def test_blocking(server, transcript):
     async def scenario():
         async with Scene(server) as scene:
-            scene.account("alice", "a-pass")
-            scene.account("bob", "b-pass")
-            alice = await scene.login("alice", "a-pass", "home")
-            bob = await scene.login("bob", "b-pass", "work")
+            alice, bob = await scene.alice_and_bob("home", "work")
             block = ET.Element(f"{{{BLOCKING}}}block")
             ET.SubElement(block, f"{{{BLOCKING}}}item", {"jid": "bob@localhost"})
             transcript.stanza("block", alice, await alice.iq(None, block, type="set"), must_agree=True, attrs=())

@@ -154,6 +154,29 @@ fn malformed(cf_name: &str, key: &[u8]) -> DbError {
     DbError::Invalid(format!("malformed key in {cf_name}: {key:?}"))
 }
 
+/// A key (after its prefix) and its value, as stored.
+type RawItem = (Vec<u8>, Vec<u8>);
+
+/// The (key after the prefix, value) pairs of `cf` whose key starts with `prefix`.
+fn under_prefix(
+    snap: &SnapshotWithThreadMode<DB>,
+    items_cf: &rocksdb::ColumnFamily,
+    prefix: &[u8],
+) -> Result<Vec<RawItem>, DbError> {
+    let mut items = Vec::new();
+    for item in snap.iterator_cf(
+        items_cf,
+        IteratorMode::From(prefix, rocksdb::Direction::Forward),
+    ) {
+        let (k, v) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        items.push((k[prefix.len()..].to_vec(), v.into_vec()));
+    }
+    Ok(items)
+}
+
 /// Items of every (user, kind) that has a version; every write sets the version, so no
 /// item lacks one.
 fn capture_data(snap: &SnapshotWithThreadMode<DB>, db: &DB) -> Result<Vec<DataSet>, DbError> {
@@ -163,17 +186,10 @@ fn capture_data(snap: &SnapshotWithThreadMode<DB>, db: &DB) -> Result<Vec<DataSe
         let (prefix, version) = meta?;
         let (user, kind) =
             keys::parse_pair_key(&prefix).ok_or_else(|| malformed(CF_DATA_META, &prefix))?;
-        let mut items = Vec::new();
-        for item in snap.iterator_cf(
-            items_cf,
-            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            items.push((utf8(&k[prefix.len()..])?, v.into_vec()));
-        }
+        let items = under_prefix(snap, items_cf, &prefix)?
+            .into_iter()
+            .map(|(rest, v)| Ok((utf8(&rest)?, v)))
+            .collect::<Result<_, DbError>>()?;
         out.push(DataSet {
             user,
             kind,
@@ -191,21 +207,16 @@ fn capture_queues(snap: &SnapshotWithThreadMode<DB>, db: &DB) -> Result<Vec<Queu
         let (prefix, meta) = meta?;
         let (user, queue) =
             keys::parse_pair_key(&prefix).ok_or_else(|| malformed(CF_QUEUE_META, &prefix))?;
-        let mut items = Vec::new();
-        for item in snap.iterator_cf(
-            items_cf,
-            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let seq = k[prefix.len()..]
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| malformed(CF_QUEUE, &k))?;
-            items.push((seq, v.into_vec()));
-        }
+        let items = under_prefix(snap, items_cf, &prefix)?
+            .into_iter()
+            .map(|(rest, v)| {
+                let seq = rest[..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| malformed(CF_QUEUE, &rest))?;
+                Ok((seq, v))
+            })
+            .collect::<Result<_, DbError>>()?;
         out.push(QueueSet {
             user,
             queue,
