@@ -172,14 +172,9 @@ impl IqFeature for Private {
                 let body = Element::new("query", NS).with_child(item);
                 Some(Answer::Now(result_for(iq).with_child(body)))
             }
-            Verdict::Write { deletes, puts } => Some(Answer::Later(Box::pin(stored::write(
-                caller.raft.clone(),
-                iq.clone(),
-                caller.bare_jid.clone(),
-                KIND,
-                deletes,
-                puts,
-            )))),
+            Verdict::Write { deletes, puts } => {
+                Some(stored::answer_write(caller, iq, KIND, deletes, puts))
+            }
             Verdict::Refuse(kind, reason) => {
                 Some(Answer::Now(error_reply(iq, kind, Some(&reason))))
             }

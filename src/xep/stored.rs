@@ -31,6 +31,24 @@ pub fn read(raft: &RaftNode, user: &str, kind: &str, key: &str) -> Option<Elemen
     }
 }
 
+/// The sender's own write of (kind) keys, as a feature's answer.
+pub fn answer_write(
+    caller: &super::Caller,
+    iq: &Element,
+    kind: &'static str,
+    deletes: Vec<String>,
+    puts: Vec<(String, Vec<u8>)>,
+) -> super::Answer {
+    super::Answer::Later(Box::pin(write(
+        caller.raft.clone(),
+        iq.clone(),
+        caller.bare_jid.clone(),
+        kind,
+        deletes,
+        puts,
+    )))
+}
+
 /// Change keys of (user, kind) in one committed write and answer `iq` with the
 /// outcome: an empty result once applied, or the error that says why not.
 pub async fn write(

@@ -113,14 +113,7 @@ impl IqFeature for VCard {
                 } else {
                     (Vec::new(), vec![(KEY.to_string(), xml.into_bytes())])
                 };
-                Some(Answer::Later(Box::pin(stored::write(
-                    caller.raft.clone(),
-                    iq.clone(),
-                    caller.bare_jid.clone(),
-                    KIND,
-                    deletes,
-                    puts,
-                ))))
+                Some(stored::answer_write(caller, iq, KIND, deletes, puts))
             }
             Verdict::Refuse(kind, reason) => {
                 Some(Answer::Now(error_reply(iq, kind, Some(&reason))))
