@@ -94,6 +94,70 @@ pub struct ClusterSettings {
     /// Raft election timeout range, milliseconds.
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// Nodes join only a cluster of the same name (and secret).
+    pub name: String,
+    /// Shared secret every cluster connection and beacon must prove. Empty: a random one
+    /// made on first start and kept in DATA_DIR/cluster.secret (such a node can form a
+    /// cluster of its own only).
+    pub secret: String,
+    /// Members or would-be members to contact at start-up, comma-separated HOST:PORT
+    /// cluster addresses (for networks without multicast).
+    pub seeds: String,
+    /// Fresh nodes wait until this many (themselves included) have found each other, then
+    /// exactly one of them forms a cluster of all of them.
+    pub bootstrap_expect: u64,
+    /// Voting members the leader keeps (promoting learners); further members are
+    /// non-voting learners that still serve clients.
+    pub voters: u64,
+    pub startup: StartupSettings,
+    pub task: TaskSettings,
+    pub failure: FailureSettings,
+    pub multicast: MulticastSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StartupSettings {
+    /// Seconds a fresh node listens for peers before it forms or joins a cluster.
+    pub delay: u64,
+    pub retry: RetrySettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// How many times a failed first join is retried before start-up fails.
+    pub count: u64,
+    /// Seconds between join attempts.
+    pub seconds: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskSettings {
+    /// Seconds a request run on other members (join, status, remove) may take.
+    pub timeout: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureSettings {
+    /// Seconds without an answer after which the leader declares a member down, and a
+    /// node without contact to a leader declares itself cut off.
+    pub timeout: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MulticastSettings {
+    /// Announce and discover peers with UDP multicast beacons (bootstrap only).
+    pub enabled: bool,
+    pub group: String,
+    pub port: u64,
+    /// Address of the interface beacons are sent and heard on; empty: the IP of
+    /// cluster.listen.
+    pub interface: String,
+    pub ttl: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -189,7 +253,54 @@ impl Default for ClusterSettings {
             heartbeat_ms: 250,
             election_min_ms: 1000,
             election_max_ms: 2000,
+            name: "chorus".into(),
+            secret: String::new(),
+            seeds: String::new(),
+            bootstrap_expect: 1,
+            voters: 5,
+            startup: StartupSettings {
+                delay: 5,
+                retry: RetrySettings {
+                    count: 1,
+                    seconds: 10,
+                },
+            },
+            task: TaskSettings { timeout: 30 },
+            failure: FailureSettings { timeout: 5 },
+            multicast: MulticastSettings {
+                enabled: true,
+                group: "224.2.2.3".into(),
+                port: 54327,
+                interface: String::new(),
+                ttl: 1,
+            },
         }
+    }
+}
+
+impl Default for StartupSettings {
+    fn default() -> Self {
+        ClusterSettings::default().startup
+    }
+}
+impl Default for RetrySettings {
+    fn default() -> Self {
+        ClusterSettings::default().startup.retry
+    }
+}
+impl Default for TaskSettings {
+    fn default() -> Self {
+        ClusterSettings::default().task
+    }
+}
+impl Default for FailureSettings {
+    fn default() -> Self {
+        ClusterSettings::default().failure
+    }
+}
+impl Default for MulticastSettings {
+    fn default() -> Self {
+        ClusterSettings::default().multicast
     }
 }
 
@@ -337,6 +448,11 @@ impl Settings {
             ),
             ("cluster.max_batch", self.cluster.max_batch),
             ("cluster.heartbeat_ms", self.cluster.heartbeat_ms),
+            ("cluster.bootstrap_expect", self.cluster.bootstrap_expect),
+            ("cluster.voters", self.cluster.voters),
+            ("cluster.task.timeout", self.cluster.task.timeout),
+            ("cluster.failure.timeout", self.cluster.failure.timeout),
+            ("cluster.multicast.port", self.cluster.multicast.port),
             ("limits.roster_items", self.limits.roster_items),
             ("limits.roster_item_bytes", self.limits.roster_item_bytes),
             ("limits.offline_messages", self.limits.offline_messages),
@@ -357,7 +473,63 @@ impl Settings {
                 message: "need heartbeat_ms < election_min_ms < election_max_ms".into(),
             });
         }
+        if self.cluster.multicast.port > u16::MAX as u64 {
+            return Err(ConfigError::BadValue {
+                key: "cluster.multicast.port".into(),
+                message: "must be at most 65535".into(),
+            });
+        }
+        match self.cluster.multicast.group.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) if ip.is_multicast() => {}
+            _ => {
+                return Err(ConfigError::BadValue {
+                    key: "cluster.multicast.group".into(),
+                    message: format!(
+                        "`{}` is not an IPv4 multicast address (224.0.0.0/4)",
+                        self.cluster.multicast.group
+                    ),
+                })
+            }
+        }
+        if !self.cluster.multicast.interface.is_empty()
+            && self
+                .cluster
+                .multicast
+                .interface
+                .parse::<std::net::Ipv4Addr>()
+                .is_err()
+        {
+            return Err(ConfigError::BadValue {
+                key: "cluster.multicast.interface".into(),
+                message: "must be an IPv4 address".into(),
+            });
+        }
+        if self.cluster.name.is_empty() {
+            return Err(ConfigError::BadValue {
+                key: "cluster.name".into(),
+                message: "must not be empty".into(),
+            });
+        }
+        for seed in self.seeds() {
+            if seed.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                return Err(ConfigError::BadValue {
+                    key: "cluster.seeds".into(),
+                    message: format!("`{seed}` is not a HOST:PORT address"),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// `cluster.seeds` as a list.
+    pub fn seeds(&self) -> Vec<String> {
+        self.cluster
+            .seeds
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     }
 
     pub fn addresses(&self) -> Result<Addresses, ConfigError> {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod c2s;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod im;

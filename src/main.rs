@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Serve(args) => args.settings().and_then(serve),
         Commands::User(cmd) => chorus::cli::user::run(cmd),
+        Commands::Cluster(cmd) => chorus::cli::cluster::run(cmd),
         Commands::Defaults => {
             print!(
                 "{}",

@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::network::ClusterIdentity;
 use crate::types::NodeId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct RaftConfig {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// Cluster name and secret every cluster connection must prove.
+    pub identity: ClusterIdentity,
 }
 
 impl Default for RaftConfig {
@@ -36,6 +39,7 @@ impl Default for RaftConfig {
             heartbeat_ms: 250,
             election_min_ms: 1000,
             election_max_ms: 2000,
+            identity: ClusterIdentity::default(),
         }
     }
 }
@@ -98,6 +102,8 @@ pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 /// The proposer stops adding commands to an entry once it holds this many bytes, so that an
 /// entry always fits in a replication frame.
 pub const MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
+/// Pause between attempts to reach the leader when a forwarded proposal found none.
+pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// A proposal that is not committed and applied within this time fails with `Timeout`
 /// (it may still commit later).
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,9 +20,10 @@ mod types;
 pub use config::RaftConfig;
 pub use error::RaftError;
 pub use machine::QueueMeta;
-pub use node::{RaftNode, RaftStatus, StartMode};
+pub use node::{Member, RaftNode, RaftStatus, StartMode};
 pub use reader::StateReader;
 pub use types::{
     Command, CommandResult, Entry, LogId, NodeId, Request, Response, Route, ScramCredential,
     StateEvent, TypeConfig, UserRecord, PROTOCOL_VERSION,
 };
+pub use types::{node_down_key, SYSTEM_SETTING_PREFIX};

@@ -11,7 +11,8 @@ use std::convert::Infallible;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    Command, CommandResult, NodeId, Request, Response, Route, StateEvent, UserRecord,
+    node_down_key, Command, CommandResult, NodeId, Request, Response, Route, StateEvent,
+    UserRecord,
 };
 
 /// What the state machine remembers per proposer to apply a retried request once.
@@ -38,7 +39,9 @@ pub trait StateStore {
     /// Routes on that node, ordered by full JID.
     fn routes_on_node(&self, node: NodeId) -> Result<Vec<(String, Route)>, Self::Error>;
 
+    fn setting(&self, key: &str) -> Result<Option<String>, Self::Error>;
     fn put_setting(&mut self, key: &str, value: &str) -> Result<(), Self::Error>;
+    fn remove_setting(&mut self, key: &str) -> Result<(), Self::Error>;
 
     fn client(&self, client: u64) -> Result<Option<ClientRecord>, Self::Error>;
     fn put_client(&mut self, client: u64, record: &ClientRecord) -> Result<(), Self::Error>;
@@ -326,6 +329,9 @@ pub fn apply<S: StateStore>(
                 CommandResult::Done
             }
         }
+        Command::BindResource { route, .. } if state.setting(&node_down_key(route.node))?.is_some() => {
+            CommandResult::NodeIsDown { node: route.node }
+        }
         Command::BindResource { full_jid, route } => match state.route(full_jid)? {
             // Binding the same session again (a retry) changes nothing and displaces no one.
             Some(old) if old == *route => CommandResult::Bound { replaced: None },
@@ -358,15 +364,33 @@ pub fn apply<S: StateStore>(
             }
             _ => CommandResult::Unbound { removed: false },
         },
-        Command::DropNodeRoutes { node } => {
-            let routes = state.routes_on_node(*node)?;
-            let count = routes.len() as u64;
-            for (full_jid, route) in routes {
-                debug_assert_eq!(route.node, *node, "node index out of step with routes");
-                state.remove_route(&full_jid)?;
-                events.push(StateEvent::RouteRemoved { full_jid, route });
+        Command::DropNodeRoutes { node } => drop_node_routes(state, &mut events, *node)?,
+        Command::NodeDown { node } => {
+            state.put_setting(&node_down_key(*node), "1")?;
+            let result = drop_node_routes(state, &mut events, *node)?;
+            events.push(StateEvent::NodeDown { node: *node });
+            result
+        }
+        Command::NodeUp { node } => {
+            let key = node_down_key(*node);
+            if state.setting(&key)?.is_some() {
+                state.remove_setting(&key)?;
+                events.push(StateEvent::NodeUp { node: *node });
             }
-            CommandResult::RoutesDropped { count }
+            CommandResult::Done
+        }
+        Command::CasSetting { key, expect, value } => {
+            let current = state.setting(key)?;
+            if current == *expect {
+                state.put_setting(key, value)?;
+                CommandResult::Done
+            } else {
+                CommandResult::SettingMismatch { current }
+            }
+        }
+        Command::RemoveSetting { key } => {
+            state.remove_setting(key)?;
+            CommandResult::Done
         }
         Command::SetSetting { key, value } => {
             state.put_setting(key, value)?;
@@ -402,6 +426,24 @@ pub fn apply<S: StateStore>(
         } => queue_remove(state, user, queue, *through_seq)?,
     };
     Ok((result, events))
+}
+
+/// Removes every route of `node` and reports them in one `RoutesLost` event.
+fn drop_node_routes<S: StateStore>(
+    state: &mut S,
+    events: &mut Vec<StateEvent>,
+    node: NodeId,
+) -> Result<CommandResult, S::Error> {
+    let routes = state.routes_on_node(node)?;
+    let count = routes.len() as u64;
+    for (full_jid, route) in &routes {
+        debug_assert_eq!(route.node, node, "node index out of step with routes");
+        state.remove_route(full_jid)?;
+    }
+    if !routes.is_empty() {
+        events.push(StateEvent::RoutesLost { node, routes });
+    }
+    Ok(CommandResult::RoutesDropped { count })
 }
 
 /// Why a request was or was not applied: returned with the response so that logs and tests
@@ -513,8 +555,15 @@ impl StateStore for MemState {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
+    fn setting(&self, key: &str) -> Result<Option<String>, Infallible> {
+        Ok(self.settings.get(key).cloned())
+    }
     fn put_setting(&mut self, key: &str, value: &str) -> Result<(), Infallible> {
         self.settings.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+    fn remove_setting(&mut self, key: &str) -> Result<(), Infallible> {
+        self.settings.remove(key);
         Ok(())
     }
     fn client(&self, client: u64) -> Result<Option<ClientRecord>, Infallible> {

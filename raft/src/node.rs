@@ -19,7 +19,10 @@ use crate::config::{
     PROPOSE_TIMEOUT, READ_INDEX_TIMEOUT, SNAPSHOT_BUILD_TIMEOUT, STORAGE_RELEASE_TIMEOUT,
 };
 use crate::error::RaftError;
-use crate::network::{server, Network};
+use crate::network::{
+    server, AppHandler, AppHooks, CallError, Channel, ClusterIdentity, ConnectError, LinkStream,
+    Network, PeerConnection, RpcRequest, RpcResponse,
+};
 use crate::proposer::{Proposal, Proposer, ProposerStats};
 use crate::reader::StateReader;
 use crate::storage::Storage;
@@ -59,10 +62,20 @@ pub struct RaftStatus {
     pub commands_proposed: u64,
 }
 
+/// One member of the effective membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+}
+
 pub struct RaftNode {
     node_id: NodeId,
     listen_addr: SocketAddr,
     raft: Raft<TypeConfig>,
+    identity: Arc<ClusterIdentity>,
+    hooks: Arc<AppHooks>,
     storage: Storage,
     reader: StateReader,
     events: broadcast::Sender<StateEvent>,
@@ -96,7 +109,7 @@ impl RaftNode {
         let raft = Raft::new(
             node_id,
             raft_config,
-            Network::new(node_id),
+            Network::new(node_id, cfg.identity.clone()),
             log_store,
             state_machine,
         )
@@ -104,10 +117,17 @@ impl RaftNode {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let hooks = Arc::new(AppHooks::default());
+        let identity = Arc::new(cfg.identity.clone());
+        let ctx = Arc::new(server::ServerCtx {
+            node_id,
+            identity: cfg.identity.clone(),
+            raft: raft.clone(),
+            hooks: hooks.clone(),
+        });
         tasks.push(tokio::spawn(server::serve(
             listener,
-            raft.clone(),
-            node_id,
+            ctx,
             shutdown_rx.clone(),
         )));
 
@@ -119,6 +139,8 @@ impl RaftNode {
             max_batch: cfg.max_batch,
             client: rand::random(),
             stats: stats.clone(),
+            identity: identity.clone(),
+            leader_conn: Default::default(),
         };
         tasks.push(tokio::spawn(proposer.run(queue, shutdown_rx)));
 
@@ -126,6 +148,8 @@ impl RaftNode {
             node_id,
             listen_addr,
             raft,
+            identity,
+            hooks,
             reader: storage.reader(),
             storage,
             events,
@@ -308,6 +332,77 @@ impl RaftNode {
             entries_proposed: self.stats.entries.load(Ordering::Relaxed),
             commands_proposed: self.stats.commands.load(Ordering::Relaxed),
         }
+    }
+
+    /// A member's cluster address, from the effective membership.
+    pub fn member_addr(&self, node: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    /// Every member (voters and learners) with its address and whether it votes.
+    pub fn members(&self) -> Vec<Member> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: Vec<NodeId> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    pub fn identity(&self) -> &ClusterIdentity {
+        &self.identity
+    }
+
+    /// From now on, application requests (`RpcRequest::App`) from authenticated peers go
+    /// to `handler`; before this they are answered "still starting".
+    pub fn set_app_handler(&self, handler: AppHandler) {
+        *self.hooks.handler.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// From now on, authenticated `Channel::Link` connections are handed to `links`.
+    pub fn set_link_acceptor(&self, links: mpsc::Sender<LinkStream>) {
+        *self.hooks.links.write().unwrap_or_else(|p| p.into_inner()) = Some(links);
+    }
+
+    /// Opens an authenticated connection from this node to `addr` (`to`: the node id
+    /// expected there, or `ANY_NODE`).
+    pub async fn connect(
+        &self,
+        addr: &str,
+        to: NodeId,
+        channel: Channel,
+    ) -> Result<PeerConnection, ConnectError> {
+        PeerConnection::connect(addr, self.node_id, to, &self.identity, channel).await
+    }
+
+    /// One application request to the node at `addr`, answered by its app handler.
+    pub async fn call_app(
+        &self,
+        addr: &str,
+        to: NodeId,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let work = async {
+            let mut conn = self
+                .connect(addr, to, Channel::Raft)
+                .await
+                .map_err(|e| e.to_string())?;
+            match conn.call(&RpcRequest::App(request)).await {
+                Ok(RpcResponse::App(answer)) => answer,
+                Ok(_) => Err(format!("{addr} answered with another response type")),
+                Err(CallError::BadRequest(e)) => Err(format!("{addr} refused the request: {e}")),
+                Err(e) => Err(format!("{addr}: {e}")),
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| format!("{addr} did not answer within {timeout:?}"))?
     }
 
     /// The openraft handle, for membership changes.

@@ -4,6 +4,7 @@
 //! command would cost one fsync per command. Callers queue (command, reply) pairs; one task
 //! takes everything waiting (up to `max_batch`), proposes it as one `Request`, and answers
 //! each caller with its own result. While an entry is in flight the next batch accumulates.
+//! On a follower the batch is forwarded to the leader, which proposes it as it is.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,9 +12,14 @@ use std::sync::Arc;
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::config::{MAX_ENTRIES_IN_FLIGHT, MAX_ENTRY_BYTES};
+use crate::config::{FORWARD_RETRY_PAUSE, MAX_ENTRIES_IN_FLIGHT, MAX_ENTRY_BYTES, PROPOSE_TIMEOUT};
 use crate::error::RaftError;
-use crate::types::{Command, CommandResult, NodeId, Request, TypeConfig, PROTOCOL_VERSION};
+use crate::network::{
+    Channel, ClusterIdentity, ForwardError, PeerConnection, RpcRequest, RpcResponse,
+};
+use crate::types::{
+    Command, CommandResult, NodeId, Request, Response, TypeConfig, PROTOCOL_VERSION,
+};
 
 pub(crate) struct Proposal {
     pub command: Command,
@@ -36,6 +42,9 @@ pub(crate) struct Proposer {
     /// that serials restarting at 1 after a restart are not mistaken for retries.
     pub client: u64,
     pub stats: Arc<ProposerStats>,
+    pub identity: Arc<ClusterIdentity>,
+    /// The connection forwarded proposals go over, kept while the leader stays.
+    pub leader_conn: Arc<tokio::sync::Mutex<Option<PeerConnection>>>,
 }
 
 impl Proposer {
@@ -79,12 +88,6 @@ impl Proposer {
                 continue;
             }
 
-            let leader = self.raft.metrics().borrow().current_leader;
-            if leader != Some(self.node_id) {
-                answer_all(batch, || RaftError::NotLeader { leader });
-                continue;
-            }
-
             let (commands, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             serial += 1;
@@ -99,50 +102,129 @@ impl Proposer {
                 serial,
                 commands,
             };
-            // Submitted from this one task, in serial order: the log order of this client's
-            // requests is their serial order, which dedup relies on.
-            match self.raft.client_write_ff(request).await {
-                Err(fatal) => {
-                    let e: RaftError = fatal.into();
-                    let msg = e.to_string();
-                    answer_replies(replies, |_| Err(clone_error(&e, &msg)));
+            // One request in flight at a time (the slot), so this client's requests reach
+            // the log in serial order, which dedup relies on.
+            let submit = Submit {
+                raft: self.raft.clone(),
+                node_id: self.node_id,
+                identity: self.identity.clone(),
+                leader_conn: self.leader_conn.clone(),
+            };
+            tokio::spawn(async move {
+                let _slot = slot;
+                match submit.run(request).await {
+                    Ok(resp) if resp.results.len() == count => {
+                        let mut results = resp.results.into_iter();
+                        answer_replies(replies, |_| {
+                            results
+                                .next()
+                                .ok_or_else(|| RaftError::Internal("missing result".into()))
+                        });
+                    }
+                    Ok(resp) => {
+                        let msg = format!("{} results for {count} commands", resp.results.len());
+                        answer_replies(replies, |_| Err(RaftError::Internal(msg.clone())));
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        answer_replies(replies, |_| Err(clone_error(&e, &msg)));
+                    }
                 }
-                Ok(pending) => {
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        match pending.await {
-                            Ok(Ok(resp)) if resp.data.results.len() == count => {
-                                let mut results = resp.data.results.into_iter();
-                                answer_replies(replies, |_| {
-                                    results
-                                        .next()
-                                        .ok_or_else(|| RaftError::Internal("missing result".into()))
-                                });
-                            }
-                            Ok(Ok(resp)) => {
-                                let msg = format!(
-                                    "{} results for {count} commands",
-                                    resp.data.results.len()
-                                );
-                                answer_replies(replies, |_| Err(RaftError::Internal(msg.clone())));
-                            }
-                            Ok(Err(e)) => {
-                                let e: RaftError = e.into();
-                                let msg = e.to_string();
-                                answer_replies(replies, |_| Err(clone_error(&e, &msg)));
-                            }
-                            Err(_) => answer_replies(replies, |_| Err(RaftError::ShutDown)),
-                        }
-                    });
-                }
-            }
+            });
         }
     }
 }
 
-fn answer_all(batch: Vec<Proposal>, err: impl Fn() -> RaftError) {
-    for p in batch {
-        let _ = p.reply.send(Err(err()));
+/// Gets one request into the log: proposed here on the leader, forwarded to the leader
+/// from anywhere else. A request whose leader changed or could not be reached is sent
+/// again (same client and serial, so it is applied at most once) until `PROPOSE_TIMEOUT`.
+struct Submit {
+    raft: Raft<TypeConfig>,
+    node_id: NodeId,
+    identity: Arc<ClusterIdentity>,
+    leader_conn: Arc<tokio::sync::Mutex<Option<PeerConnection>>>,
+}
+
+impl Submit {
+    async fn run(&self, request: Request) -> Result<Response, RaftError> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let mut last_error = RaftError::NotLeader { leader: None };
+        while tokio::time::Instant::now() < deadline {
+            let metrics = self.raft.metrics().borrow().clone();
+            let attempt = match metrics.current_leader {
+                Some(l) if l == self.node_id => match self.raft.client_write(request.clone()).await
+                {
+                    Ok(resp) => return Ok(resp.data),
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::ClientWriteError::ForwardToLeader(f),
+                    )) => Err(RaftError::NotLeader {
+                        leader: f.leader_id,
+                    }),
+                    Err(e) => return Err(e.into()),
+                },
+                Some(l) => match metrics.membership_config.membership().get_node(&l) {
+                    Some(node) => self.forward(l, &node.addr, &request, deadline).await,
+                    None => Err(RaftError::NotLeader { leader: Some(l) }),
+                },
+                None => Err(RaftError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(resp) => return Ok(resp),
+                Err(e @ (RaftError::NotLeader { .. } | RaftError::NoQuorum(_))) => last_error = e,
+                Err(RaftError::Io(e)) => last_error = RaftError::Io(e),
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+        }
+        Err(match last_error {
+            RaftError::NotLeader { leader: None } => RaftError::Timeout {
+                what: "waiting for a leader to take a proposal",
+                after: PROPOSE_TIMEOUT,
+            },
+            e => e,
+        })
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        request: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response, RaftError> {
+        let mut slot = self.leader_conn.lock().await;
+        let reusable = slot.as_ref().is_some_and(|c| c.peer() == leader && c.addr() == addr);
+        let mut conn = match (reusable, slot.take()) {
+            (true, Some(c)) => c,
+            _ => PeerConnection::connect(addr, self.node_id, leader, &self.identity, Channel::Raft)
+                .await
+                .map_err(|e| RaftError::Io(std::io::Error::other(e.to_string())))?,
+        };
+        let message = RpcRequest::ClientWrite(request.clone());
+        let call = conn.call(&message);
+        let answer = match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => {
+                return Err(RaftError::Timeout {
+                    what: "waiting for the leader to commit a forwarded proposal",
+                    after: PROPOSE_TIMEOUT,
+                })
+            }
+            Ok(Err(e)) => return Err(RaftError::Io(std::io::Error::other(e.to_string()))),
+            Ok(Ok(a)) => a,
+        };
+        *slot = Some(conn);
+        match answer {
+            RpcResponse::ClientWrite(Ok(resp)) => Ok(resp),
+            RpcResponse::ClientWrite(Err(ForwardError::NotLeader { leader })) => {
+                Err(RaftError::NotLeader { leader })
+            }
+            RpcResponse::ClientWrite(Err(ForwardError::Failed(e))) => Err(RaftError::Internal(
+                format!("the leader could not propose: {e}"),
+            )),
+            _ => Err(RaftError::Internal(
+                "the leader answered a forwarded proposal with another response".into(),
+            )),
+        }
     }
 }
 

@@ -11,7 +11,19 @@ use serde::{Deserialize, Serialize};
 ///
 /// 2: per-user data and queues (`DataWrite`, `QueuePush`, `QueueRemove`), and snapshots that
 /// carry them.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: clustering: `NodeDown`, `NodeUp`, `CasSetting`, `RemoveSetting`; authenticated cluster
+/// connections (challenge and proof of the cluster secret), forwarded proposals, the
+/// application channel and peer links.
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Settings keys the state machine itself keeps under this prefix (down nodes); the admin
+/// API does not let clients write them.
+pub const SYSTEM_SETTING_PREFIX: &str = "sys.";
+
+/// The setting that marks a node as down (see `Command::NodeDown`).
+pub fn node_down_key(node: NodeId) -> String {
+    format!("{SYSTEM_SETTING_PREFIX}node.down.{node}")
+}
 
 pub type NodeId = u64;
 
@@ -102,6 +114,28 @@ pub enum Command {
         queue: String,
         through_seq: u64,
     },
+    /// The leader found that node unresponsive for the failure timeout: its routes are
+    /// dropped and, until `NodeUp`, binds on it are refused (`NodeIsDown`), so a node cut
+    /// off from the majority cannot hold routes the others have given up. Answers
+    /// `RoutesDropped`.
+    NodeDown {
+        node: NodeId,
+    },
+    /// The node answers again (or restarted): it may bind routes again. Answers `Done`.
+    NodeUp {
+        node: NodeId,
+    },
+    /// Writes `value` only if the setting currently equals `expect` (`None`: absent).
+    /// Answers `Done` or `SettingMismatch`.
+    CasSetting {
+        key: String,
+        expect: Option<String>,
+        value: String,
+    },
+    /// Removes a setting. Answers `Done`.
+    RemoveSetting {
+        key: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +179,14 @@ pub enum CommandResult {
     Invalid {
         reason: String,
     },
+    /// A bind named a node that is marked down; nothing was done.
+    NodeIsDown {
+        node: NodeId,
+    },
+    /// `CasSetting` expected another value; nothing was written.
+    SettingMismatch {
+        current: Option<String>,
+    },
 }
 
 /// What changed, emitted when entries are applied (not when a snapshot is installed).
@@ -173,6 +215,19 @@ pub enum StateEvent {
         user: String,
         queue: String,
         seq: u64,
+    },
+    /// Every route of that node was dropped at once (`DropNodeRoutes` or `NodeDown`): the
+    /// streams behind them are gone without having said goodbye. Every node applies this,
+    /// so each tells only its own local contacts (exactly once per contact).
+    RoutesLost {
+        node: NodeId,
+        routes: Vec<(String, Route)>,
+    },
+    NodeDown {
+        node: NodeId,
+    },
+    NodeUp {
+        node: NodeId,
     },
 }
 

@@ -183,8 +183,75 @@ fn drop_node_routes_removes_only_that_nodes_routes() {
     run(&mut s, bind("c@x/1", 1, "s3"));
     let (r, ev) = run(&mut s, Command::DropNodeRoutes { node: 1 });
     assert_eq!(r, CommandResult::RoutesDropped { count: 2 });
-    assert_eq!(ev.len(), 2);
+    assert_eq!(
+        ev,
+        vec![StateEvent::RoutesLost {
+            node: 1,
+            routes: vec![
+                ("a@x/1".into(), route(1, "s1")),
+                ("c@x/1".into(), route(1, "s3"))
+            ],
+        }]
+    );
     assert_eq!(s.routes.keys().collect::<Vec<_>>(), vec!["b@x/1"]);
+}
+
+#[test]
+fn a_down_node_loses_its_routes_and_cannot_bind_until_it_is_up() {
+    let mut s = MemState::default();
+    run(&mut s, bind("a@x/1", 1, "s1"));
+    run(&mut s, bind("b@x/1", 2, "s2"));
+    let (r, ev) = run(&mut s, Command::NodeDown { node: 1 });
+    assert_eq!(r, CommandResult::RoutesDropped { count: 1 });
+    assert_eq!(
+        ev,
+        vec![
+            StateEvent::RoutesLost {
+                node: 1,
+                routes: vec![("a@x/1".into(), route(1, "s1"))],
+            },
+            StateEvent::NodeDown { node: 1 }
+        ]
+    );
+    // A node cut off from the majority must not win a route back while it is down.
+    let (r, _) = run(&mut s, bind("a@x/1", 1, "s9"));
+    assert_eq!(r, CommandResult::NodeIsDown { node: 1 });
+    assert!(!s.routes.contains_key("a@x/1"));
+    assert_eq!(
+        run(&mut s, bind("b@x/2", 2, "s3")).0,
+        CommandResult::Bound { replaced: None }
+    );
+
+    let (r, ev) = run(&mut s, Command::NodeUp { node: 1 });
+    assert_eq!(r, CommandResult::Done);
+    assert_eq!(ev, vec![StateEvent::NodeUp { node: 1 }]);
+    assert_eq!(
+        run(&mut s, bind("a@x/1", 1, "s9")).0,
+        CommandResult::Bound { replaced: None }
+    );
+    // NodeUp of a node that is not down changes nothing and says nothing.
+    assert_eq!(run(&mut s, Command::NodeUp { node: 1 }).1, vec![]);
+}
+
+#[test]
+fn cas_setting_writes_only_over_the_expected_value() {
+    let mut s = MemState::default();
+    let cas = |expect: Option<&str>, value: &str| Command::CasSetting {
+        key: "k".into(),
+        expect: expect.map(String::from),
+        value: value.into(),
+    };
+    assert_eq!(run(&mut s, cas(None, "1")).0, CommandResult::Done);
+    assert_eq!(
+        run(&mut s, cas(None, "2")).0,
+        CommandResult::SettingMismatch {
+            current: Some("1".into())
+        }
+    );
+    assert_eq!(run(&mut s, cas(Some("1"), "2")).0, CommandResult::Done);
+    assert_eq!(s.settings.get("k").map(String::as_str), Some("2"));
+    run(&mut s, Command::RemoveSetting { key: "k".into() });
+    assert!(!s.settings.contains_key("k"));
 }
 
 #[test]

@@ -6,9 +6,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chorus_raft::network::frame::{read_frame, write_frame};
-use chorus_raft::network::{ConnectError, Hello, HelloReply, PeerConnection};
+use chorus_raft::network::{
+    Channel, ClusterIdentity, ConnectError, Hello, HelloReply, PeerConnection, ANY_NODE,
+};
 use chorus_raft::{codec, Command, RaftError, RaftNode, StartMode, PROTOCOL_VERSION};
-use common::{bind, create_user, dump, eventually, init_tracing, test_config};
+use common::{bind, create_user, dump, eventually, identity, init_tracing, test_config};
 use openraft::BasicNode;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -106,11 +108,18 @@ async fn node_added_after_the_log_was_purged_catches_up_by_snapshot() {
     assert!(n3.state().routes_on_node(2).is_empty());
     assert_eq!(n3.state().users().len(), 39);
 
-    // A follower does not take writes; it names the leader (forwarding comes later).
-    match n2.propose(Command::Noop).await {
-        Err(RaftError::NotLeader { leader }) => assert_eq!(leader, Some(1)),
-        other => panic!("expected NotLeader, got {other:?}"),
-    }
+    // A follower's proposal is forwarded to the leader and answered like a local one.
+    let before = n1.status().last_applied.unwrap();
+    assert_eq!(
+        n2.propose(create_user("from-follower@x")).await.unwrap(),
+        chorus_raft::CommandResult::Done
+    );
+    assert_eq!(
+        n3.propose(create_user("from-follower@x")).await.unwrap(),
+        chorus_raft::CommandResult::UserExists
+    );
+    assert!(n1.status().last_applied.unwrap() > before);
+    assert!(n2.state().user("from-follower@x").is_some());
     // Linearizable reads are the leader's job too.
     n1.ensure_linearizable().await.unwrap();
     assert!(matches!(
@@ -130,7 +139,8 @@ async fn hello_naming_another_node_is_refused() {
     let node = RaftNode::start(test_config(dir.path(), 5)).await.unwrap();
     let addr = node.listen_addr().to_string();
 
-    match PeerConnection::connect(&addr, 9, 6).await {
+    let id = identity();
+    match PeerConnection::connect(&addr, 9, 6, &id, Channel::Raft).await {
         Err(ConnectError::Refused { reason, .. }) => {
             assert!(
                 reason.contains("node 5") && reason.contains("node 6"),
@@ -140,8 +150,38 @@ async fn hello_naming_another_node_is_refused() {
         Err(e) => panic!("expected a refusal, got {e}"),
         Ok(_) => panic!("a hello for node 6 was accepted by node 5"),
     }
-    let conn = PeerConnection::connect(&addr, 9, 5).await.unwrap();
+    let conn = PeerConnection::connect(&addr, 9, 5, &id, Channel::Raft)
+        .await
+        .unwrap();
     assert_eq!(conn.peer(), 5);
+    let conn = PeerConnection::connect(&addr, 9, ANY_NODE, &id, Channel::Raft)
+        .await
+        .unwrap();
+    assert_eq!(conn.peer(), 5, "a caller that names no node learns who answered");
+
+    // The wrong secret or another cluster's name is refused, naming the reason.
+    let wrong = ClusterIdentity {
+        secret: b"guess".to_vec(),
+        ..identity()
+    };
+    match PeerConnection::connect(&addr, 9, 5, &wrong, Channel::Raft).await {
+        Err(ConnectError::Refused { reason, .. }) => {
+            assert!(reason.contains("secret"), "{reason}")
+        }
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("a node without the secret was let in"),
+    }
+    let other = ClusterIdentity {
+        name: "other".into(),
+        ..identity()
+    };
+    match PeerConnection::connect(&addr, 9, 5, &other, Channel::Raft).await {
+        Err(ConnectError::Refused { reason, .. }) => {
+            assert!(reason.contains("\"other\""), "{reason}")
+        }
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("a node of another cluster was let in"),
+    }
 
     // On the wire: the refusal, then the connection is closed.
     let mut raw = TcpStream::connect(&addr).await.unwrap();
@@ -149,6 +189,9 @@ async fn hello_naming_another_node_is_refused() {
         protocol: PROTOCOL_VERSION,
         from: 9,
         to: 6,
+        cluster: "test".into(),
+        nonce: vec![0; 16],
+        channel: Channel::Raft,
     };
     write_frame(&mut raw, &codec::encode(&hello).unwrap())
         .await
@@ -166,13 +209,18 @@ async fn hello_naming_another_node_is_refused() {
         protocol: PROTOCOL_VERSION + 1,
         from: 9,
         to: 5,
+        cluster: "test".into(),
+        nonce: vec![0; 16],
+        channel: Channel::Raft,
     };
     write_frame(&mut raw, &codec::encode(&hello).unwrap())
         .await
         .unwrap();
     let reply: HelloReply = codec::decode(&read_frame(&mut raw, 1024).await.unwrap()).unwrap();
     assert!(
-        matches!(&reply, HelloReply::Refused { reason } if reason.contains("protocol version")),
+        matches!(&reply, HelloReply::Refused { reason }
+            if reason.contains(&format!("protocol version {}", PROTOCOL_VERSION + 1))
+                && reason.contains(&format!("3..={PROTOCOL_VERSION}"))),
         "{reply:?}"
     );
 

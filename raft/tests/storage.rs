@@ -197,7 +197,7 @@ fn random_command(rng: &mut Rng) -> Command {
     let kind = KINDS[rng.next(3) as usize];
     let queue = QUEUES[rng.next(2) as usize];
     let key = |rng: &mut Rng| DATA_KEYS[rng.next(3) as usize];
-    match rng.next(16) {
+    match rng.next(20) {
         9 | 10 => {
             let expect = match rng.next(3) {
                 0 => Some(rng.next(4)),
@@ -236,6 +236,16 @@ fn random_command(rng: &mut Rng) -> Command {
         7 => Command::SetSetting {
             key: format!("k{}", rng.next(3)),
             value: format!("v{}", rng.next(100)),
+        },
+        16 => Command::NodeDown { node: rng.next(4) },
+        17 => Command::NodeUp { node: rng.next(4) },
+        18 => Command::CasSetting {
+            key: format!("k{}", rng.next(3)),
+            expect: Some(format!("v{}", rng.next(100))).filter(|_| rng.next(2) == 0),
+            value: format!("v{}", rng.next(100)),
+        },
+        19 => Command::RemoveSetting {
+            key: format!("k{}", rng.next(3)),
         },
         _ => Command::Noop,
     }

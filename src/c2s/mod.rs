@@ -38,6 +38,8 @@ pub struct C2s {
     pub stats: C2sStats,
     /// When the node began serving clients: its uptime (XEP-0012) counts from here.
     pub started: std::time::Instant,
+    /// Whether this node may serve clients now (in contact with the majority).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 #[derive(Default)]

@@ -534,6 +534,16 @@ async fn bind(
         .await?;
         return Ok(None);
     };
+    if !c2s.cluster.serving() {
+        // Cut off from the majority (or leaving): the client should go to another node.
+        let reply = error_reply(
+            iq,
+            StanzaErrorKind::ServiceUnavailable,
+            Some("this node is not serving clients now; connect to another node"),
+        );
+        conn.send(&reply.to_xml_in(ns::CLIENT)).await?;
+        return Ok(None);
+    }
     let session_id = uuid::Uuid::new_v4().simple().to_string();
     let route = Route {
         node: c2s.node_id,

@@ -1,6 +1,8 @@
 //! The `chorus` command line: `serve` runs a node; `user ...` administers
-//! accounts through a running node's admin API.
+//! accounts and `cluster ...` membership through a running node's admin API.
 
+mod api_client;
+pub mod cluster;
 pub mod user;
 
 use std::path::PathBuf;
@@ -24,6 +26,9 @@ pub enum Commands {
     /// Add, remove, list accounts and change passwords.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Show the cluster; join, leave, remove members; enable or disable clustering.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Print every setting with its default value, as TOML.
     Defaults,
 }
@@ -60,6 +65,21 @@ pub struct ServeArgs {
     /// Allow PLAIN and authentication without TLS; for benchmarks (c2s.allow_plaintext_auth).
     #[arg(long)]
     pub allow_plaintext_auth: bool,
+    /// A member (or would-be member) to contact at start-up, HOST:PORT of its cluster
+    /// port (repeatable; cluster.seeds).
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    pub seed: Vec<String>,
+    /// Fresh nodes wait until this many have found each other, then form one cluster
+    /// (cluster.bootstrap_expect).
+    #[arg(long)]
+    pub bootstrap_expect: Option<String>,
+    /// Nodes join only a cluster of this name (cluster.name).
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// The shared cluster secret (cluster.secret; prefer the config file or
+    /// CHORUS_CLUSTER_SECRET, which other users cannot read from the process list).
+    #[arg(long)]
+    pub cluster_secret: Option<String>,
     /// Any setting, as KEY=VALUE (repeatable), e.g. --set c2s.max_stanza_bytes=65536.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -101,11 +121,25 @@ impl ServeArgs {
             ("cluster.listen", &self.cluster, "--cluster"),
             ("tls.cert", &self.cert, "--cert"),
             ("tls.key", &self.key, "--key"),
+            (
+                "cluster.bootstrap_expect",
+                &self.bootstrap_expect,
+                "--bootstrap-expect",
+            ),
+            ("cluster.name", &self.cluster_name, "--cluster-name"),
+            ("cluster.secret", &self.cluster_secret, "--cluster-secret"),
         ];
         for (key, value, flag) in named {
             if let Some(v) = value {
                 out.push((key.into(), v.clone(), format!("flag {flag}")));
             }
+        }
+        if !self.seed.is_empty() {
+            out.push((
+                "cluster.seeds".into(),
+                self.seed.join(","),
+                "flag --seed".into(),
+            ));
         }
         if self.allow_plaintext_auth {
             out.push((

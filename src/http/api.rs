@@ -11,7 +11,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chorus_raft::{Command, CommandResult, RaftNode};
 use serde::Deserialize;
@@ -28,9 +28,16 @@ pub struct ApiState {
     pub raft: Arc<RaftNode>,
     pub router: Addr<crate::router::Router>,
     pub c2s: Arc<C2s>,
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(status, message.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -54,6 +61,14 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{jid}", get(show_user).delete(delete_user))
         .route("/api/v1/users/{jid}/password", put(set_password))
+        .route("/api/v1/cluster", get(super::cluster::status))
+        .route("/api/v1/cluster/join", post(super::cluster::join))
+        .route("/api/v1/cluster/leave", post(super::cluster::leave))
+        .route(
+            "/api/v1/cluster/members/{id}",
+            delete(super::cluster::remove),
+        )
+        .route("/api/v1/cluster/enabled", put(super::cluster::set_enabled))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     api.route("/metrics", get(super::metrics::scrape))
         .fallback(|| async {

@@ -1,4 +1,5 @@
 //! HTTP: the admin API (and, in later issues, BOSH, WebSocket and metrics).
 
 pub mod api;
+pub mod cluster;
 pub mod metrics;

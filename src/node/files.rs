@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub const NODE_ID_FILE: &str = "node_id";
 pub const TOKEN_FILE: &str = "admin.token";
 pub const API_FILE: &str = "api.json";
+pub const SECRET_FILE: &str = "cluster.secret";
+/// Left by `chorus cluster join` for the restart: the seed to join through.
+pub const JOIN_FILE: &str = "join.request";
 
 /// Write a file readable by the owner only (mode 0600), atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
@@ -74,6 +77,50 @@ pub fn admin_token(data_dir: &Path) -> Result<String> {
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     write_private(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
+}
+
+/// The cluster secret: the configured one, or one made on first start and kept in
+/// DATA_DIR/cluster.secret (0600). The flag says whether it was made up here.
+pub fn cluster_secret(data_dir: &Path, configured: &str) -> Result<(Vec<u8>, bool)> {
+    if !configured.is_empty() {
+        return Ok((configured.as_bytes().to_vec(), false));
+    }
+    let path = data_dir.join(SECRET_FILE);
+    if path.exists() {
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok((text.trim().as_bytes().to_vec(), true));
+    }
+    let bytes: [u8; 32] = rand::rng().random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, format!("{secret}\n").as_bytes())?;
+    Ok((secret.into_bytes(), true))
+}
+
+/// `chorus cluster join`: where to join after the restart.
+pub fn write_join_request(data_dir: &Path, seed: &str) -> Result<()> {
+    write_private(&data_dir.join(JOIN_FILE), seed.as_bytes())
+}
+
+pub fn take_join_request(data_dir: &Path) -> Option<String> {
+    fs::read_to_string(data_dir.join(JOIN_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn clear_join_request(data_dir: &Path) {
+    let _ = fs::remove_file(data_dir.join(JOIN_FILE));
+}
+
+/// Deletes the Raft store (log, state machine, snapshots): the node becomes fresh. Its
+/// id, token, certificate and secret are kept.
+pub fn wipe_raft(data_dir: &Path) -> Result<()> {
+    let raft = data_dir.join("raft");
+    if raft.exists() {
+        fs::remove_dir_all(&raft).with_context(|| format!("wiping {}", raft.display()))?;
+    }
+    Ok(())
 }
 
 /// What a running node tells local tools about itself.

@@ -6,10 +6,13 @@ pub mod files;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use chorus_raft::{Command, RaftConfig, RaftNode};
+use chorus_raft::network::ClusterIdentity;
+use chorus_raft::{Command, RaftConfig, RaftNode, StartMode};
 use tokio::net::TcpListener;
 
 use crate::c2s::{self, C2s, StateCredentials};
+use crate::cluster::discovery::{self, Discovery, DiscoveryConfig};
+use crate::cluster::{self, Cluster, Stop};
 use crate::config::Settings;
 use crate::http;
 use crate::router::messages::ShutdownSessions;
@@ -32,32 +35,80 @@ pub async fn serve(settings: Settings) -> Result<()> {
     let c2s_tls_listener = bind(addrs.c2s_tls, "c2s.tls_listen").await?;
     let http_listener = bind(addrs.http, "http.listen").await?;
 
-    let raft = RaftNode::start(RaftConfig {
-        node_id,
-        data_dir: data_dir.clone(),
-        listen: addrs.cluster,
-        snapshot_threshold: settings.cluster.snapshot_threshold,
-        logs_to_keep: settings.cluster.logs_to_keep,
-        max_batch: settings.cluster.max_batch as usize,
-        heartbeat_ms: settings.cluster.heartbeat_ms,
-        election_min_ms: settings.cluster.election_min_ms,
-        election_max_ms: settings.cluster.election_max_ms,
-    })
+    let (secret, made_up) = files::cluster_secret(&data_dir, &settings.cluster.secret)?;
+    let join_request = files::take_join_request(&data_dir);
+    if join_request.is_some() {
+        // `cluster join` asked for this restart: the old cluster's data goes.
+        files::wipe_raft(&data_dir)?;
+    }
+    let raft = RaftNode::start_with(
+        RaftConfig {
+            node_id,
+            data_dir: data_dir.clone(),
+            listen: addrs.cluster,
+            snapshot_threshold: settings.cluster.snapshot_threshold,
+            logs_to_keep: settings.cluster.logs_to_keep,
+            max_batch: settings.cluster.max_batch as usize,
+            heartbeat_ms: settings.cluster.heartbeat_ms,
+            election_min_ms: settings.cluster.election_min_ms,
+            election_max_ms: settings.cluster.election_max_ms,
+            identity: ClusterIdentity {
+                name: settings.cluster.name.clone(),
+                secret: secret.clone(),
+            },
+        },
+        StartMode::Join,
+    )
     .await
     .context("starting the Raft node (cluster.listen)")?;
     let raft = Arc::new(raft);
+    let cluster = Cluster::new(raft.clone(), settings.clone());
+    let discovery = start_discovery(&settings, &raft, &secret).await;
 
-    // Streams this node served before it stopped are gone; so are their routes.
-    raft.propose(Command::DropNodeRoutes { node: node_id })
-        .await
-        .context("clearing this node's routes from before the restart")?;
+    let mut seeds = settings.seeds();
+    if let Some(seed) = &join_request {
+        seeds = vec![seed.clone()];
+    }
+    cluster::formation::form(
+        &cluster,
+        cluster::formation::Plan {
+            seeds,
+            discovery: discovery.as_deref(),
+            alone: made_up && join_request.is_none(),
+        },
+    )
+    .await?;
+    files::clear_join_request(&data_dir);
+    if let Some(d) = &discovery {
+        tokio::spawn(announce(cluster.clone(), d.clone()));
+    }
+
+    // Streams this node served before it stopped are gone; so are their routes. Until
+    // that is committed the node serves no one.
+    {
+        let (raft, cluster) = (raft.clone(), cluster.clone());
+        tokio::spawn(async move {
+            loop {
+                match raft.propose(Command::DropNodeRoutes { node: node_id }).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::info!(error = %e, "waiting to clear this node's routes from before the restart");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            cluster.set_ready();
+        });
+    }
+    tokio::spawn(cluster::failure::run(cluster.clone()));
 
     let (limits, limits_before_auth) = C2s::limits_from(&settings);
     let router = Router::start_with(
-        raft.clone(),
+        cluster.clone(),
         settings.domain.clone(),
         settings.limits.offline_messages,
     );
+    cluster.links.connect_members();
     let c2s = Arc::new(C2s {
         settings: settings.clone(),
         node_id,
@@ -75,6 +126,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         arbiter: actix::Arbiter::current(),
         stats: Default::default(),
         started: std::time::Instant::now(),
+        cluster: cluster.clone(),
     });
     tokio::spawn(c2s::listener::accept_loop(c2s.clone(), c2s_listener, false));
     tokio::spawn(c2s::listener::accept_loop(
@@ -89,8 +141,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
         raft: raft.clone(),
         router: router.clone(),
         c2s: c2s.clone(),
+        cluster: cluster.clone(),
     });
     let http_addr = http_listener.local_addr()?;
+    *cluster.c2s_addr.lock().unwrap_or_else(|p| p.into_inner()) = addrs.c2s.to_string();
+    *cluster.http_addr.lock().unwrap_or_else(|p| p.into_inner()) = http_addr.to_string();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, api).await {
             tracing::error!(error = %e, "admin API stopped");
@@ -114,14 +169,107 @@ pub async fn serve(settings: Settings) -> Result<()> {
         "Chorus node ready"
     );
 
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    let mut stop = cluster.watch_stop();
+    let why = tokio::select! {
+        _ = wait_for_signal() => Stop::Running,
+        s = stop.wait_for(|s| *s != Stop::Running) => s.map(|s| s.clone()).unwrap_or(Stop::Running),
+    };
+    tracing::info!(?why, "shutting down");
     let _ = std::fs::remove_file(files::api_file(&data_dir));
     router.do_send(ShutdownSessions);
-    // Give sessions a moment to write their stream errors.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Give sessions a moment to write their stream errors, and an API caller its answer.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(discovery);
     raft.shutdown().await.ok();
-    Ok(())
+    match why {
+        Stop::Running => Ok(()),
+        Stop::Left => {
+            files::wipe_raft(&data_dir)?;
+            tracing::info!("left the cluster; Raft data wiped (a restart makes a fresh node)");
+            Ok(())
+        }
+        Stop::Rejoin { seed } => {
+            files::write_join_request(&data_dir, &seed)?;
+            restart_self()
+        }
+    }
+}
+
+/// Replaces this process with a fresh start of the same command line (same pid), for
+/// `cluster join`: every actor, socket and the store start over cleanly.
+fn restart_self() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let err = std::process::Command::new(exe).args(args).exec();
+    Err(anyhow::anyhow!("restarting to join the cluster: {err}"))
+}
+
+async fn start_discovery(
+    settings: &Settings,
+    raft: &RaftNode,
+    secret: &[u8],
+) -> Option<Arc<Discovery>> {
+    let m = &settings.cluster.multicast;
+    if !m.enabled {
+        return None;
+    }
+    let interface = if m.interface.is_empty() {
+        match raft.listen_addr().ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+        }
+    } else {
+        m.interface.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+    };
+    let cfg = DiscoveryConfig {
+        group: m.group.parse().unwrap_or(discovery::DEFAULT_GROUP),
+        port: m.port as u16,
+        interface,
+        ttl: m.ttl as u32,
+        interval: std::time::Duration::from_millis(500),
+        cluster_name: settings.cluster.name.clone(),
+        secret: secret.to_vec(),
+        node_id: raft.node_id(),
+    };
+    // A fresh node announces itself too, so that fresh peers can count each other.
+    let fresh = discovery::Announcement {
+        cluster_name: settings.cluster.name.clone(),
+        node_id: raft.node_id(),
+        cluster_addr: raft.listen_addr().to_string(),
+        protocol: chorus_raft::PROTOCOL_VERSION,
+        cluster_id: None,
+        sent_at_ms: 0,
+        nonce: 0,
+    };
+    match Discovery::start(cfg, Some(fresh)).await {
+        Ok(d) => Some(Arc::new(d)),
+        Err(e) => {
+            tracing::warn!(error = %e, "multicast discovery unavailable; use --seed");
+            None
+        }
+    }
+}
+
+/// Keeps the beacon current: who we are and our cluster's id, and silence while the
+/// cluster is disabled.
+async fn announce(cluster: Arc<Cluster>, discovery: Arc<Discovery>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let ann = cluster.enabled().then(|| discovery::Announcement {
+            cluster_name: cluster.settings.cluster.name.clone(),
+            node_id: cluster.node_id(),
+            cluster_addr: cluster.raft.listen_addr().to_string(),
+            protocol: chorus_raft::PROTOCOL_VERSION,
+            cluster_id: cluster
+                .cluster_id()
+                .and_then(|id| u64::from_str_radix(&id, 16).ok()),
+            sent_at_ms: 0,
+            nonce: 0,
+        });
+        discovery.set_announcement(ann);
+    }
 }
 
 /// A stable secret for unknown users' fake SCRAM salts, derived from the admin

@@ -64,6 +64,14 @@ pub struct RouteStanza(pub Element);
 #[rtype(result = "()")]
 pub struct ShutdownSessions;
 
+/// Close every client stream with this text: the node stopped serving clients (cut off
+/// from the majority, leaving the cluster).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct DisconnectAll {
+    pub text: String,
+}
+
 /// Counts for the status API and metrics.
 #[derive(Message, Debug)]
 #[rtype(result = "RouterStats")]

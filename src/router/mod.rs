@@ -15,6 +15,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chorus_raft::{RaftNode, StateEvent, StateReader};
 
+use crate::cluster::link::FromPeer;
+use crate::cluster::protocol::{PeerMessage, UserMessage};
+use crate::cluster::Cluster;
 use crate::user::{self, UserActor};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind, StreamErrorKind};
@@ -25,6 +28,7 @@ pub struct Router {
     node_id: u64,
     domain: String,
     raft: Arc<RaftNode>,
+    cluster: Arc<Cluster>,
     state: StateReader,
     /// Where messages for accounts that cannot take them now go (XEP-0160).
     offline: Option<tokio::sync::mpsc::Sender<crate::im::offline::ForLater>>,
@@ -35,12 +39,14 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(raft: Arc<RaftNode>, domain: String, offline_limit: u64) -> Self {
+    pub fn new(cluster: Arc<Cluster>, domain: String, offline_limit: u64) -> Self {
+        let raft = cluster.raft.clone();
         Router {
             node_id: raft.node_id(),
             domain,
             state: raft.state(),
             raft,
+            cluster,
             offline: None,
             offline_limit,
             sessions: HashMap::new(),
@@ -50,8 +56,21 @@ impl Router {
     }
 
     /// Start the router and feed it the state machine's routing events.
-    pub fn start_with(raft: Arc<RaftNode>, domain: String, offline_limit: u64) -> Addr<Router> {
-        let addr = Router::new(raft.clone(), domain, offline_limit).start();
+    pub fn start_with(cluster: Arc<Cluster>, domain: String, offline_limit: u64) -> Addr<Router> {
+        let raft = cluster.raft.clone();
+        let addr = Router::new(cluster.clone(), domain, offline_limit).start();
+        cluster.links.set_inbound(addr.clone().recipient());
+        let mut serving = cluster.watch_serving();
+        let (router, c) = (addr.clone(), cluster.clone());
+        tokio::spawn(async move {
+            while serving.changed().await.is_ok() {
+                if !*serving.borrow_and_update() {
+                    router.do_send(DisconnectAll {
+                        text: c.kick_reason(),
+                    });
+                }
+            }
+        });
         let mut events = raft.subscribe();
         let router = addr.clone();
         tokio::spawn(async move {
@@ -73,7 +92,10 @@ impl Router {
         addr
     }
 
-    fn route(&mut self, ctx: &mut Context<Self>, stanza: Element) {
+    /// Delivers by `to`: to a local session or user actor, over a peer link to the node
+    /// that holds the recipient, or by the rules for an absent recipient. A stanza that
+    /// came over a peer link (`from_peer`) is never sent on again.
+    fn route(&mut self, ctx: &mut Context<Self>, stanza: Element, from_peer: bool) {
         let Some(kind) = stanza::kind(&stanza) else {
             return;
         };
@@ -117,6 +139,25 @@ impl Router {
                 deliver_or_kick(handle, stanza);
                 return;
             }
+            if !from_peer {
+                if let Some(route) = self.state.route(to.as_str()) {
+                    if route.node != self.node_id && self.forward(route.node, &stanza) {
+                        return;
+                    }
+                }
+            }
+        }
+        let probe = kind == stanza::StanzaKind::Presence && stanza.attr("type") == Some("probe");
+        let remote_nodes = if from_peer {
+            Vec::new()
+        } else {
+            self.remote_nodes_of(&bare)
+        };
+        if probe {
+            // Each node answers for the resources it holds.
+            for node in &remote_nodes {
+                self.forward(*node, &stanza);
+            }
         }
         if let Some((user, _)) = self.users.get(&bare) {
             user.do_send(user::ForUser {
@@ -125,6 +166,15 @@ impl Router {
                 missing_resource: to.is_full(),
             });
             return;
+        }
+        if probe && !remote_nodes.is_empty() {
+            return;
+        }
+        // One node holding the account's resources decides for all of them.
+        for node in &remote_nodes {
+            if self.forward(*node, &stanza) {
+                return;
+            }
         }
         let decision = if self.state.user(&bare).is_none() {
             crate::im::delivery::to_no_such_user(kind, &stanza_type)
@@ -149,6 +199,70 @@ impl Router {
                 self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable)
             }
             _ => {}
+        }
+    }
+
+    /// Sends a stanza to another node's router; false when the link cannot take it now.
+    fn forward(&self, node: u64, stanza: &Element) -> bool {
+        let msg = PeerMessage::Route {
+            xml: stanza.to_xml_in(crate::xmpp::ns::CLIENT),
+        };
+        self.cluster.links.send(node, &msg).is_ok()
+    }
+
+    /// Other nodes that hold routes of this account, smallest id first.
+    fn remote_nodes_of(&self, bare: &str) -> Vec<u64> {
+        let mut nodes: Vec<u64> = self
+            .state
+            .routes_of(bare)
+            .into_iter()
+            .map(|(_, r)| r.node)
+            .filter(|n| *n != self.node_id)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Sends a user-actor message to the other nodes holding that account's resources.
+    fn to_remote_users(&self, user: &str, msg: UserMessage) {
+        let peer = PeerMessage::ToUser {
+            user: user.to_string(),
+            msg,
+        };
+        for node in self.remote_nodes_of(user) {
+            let _ = self.cluster.links.send(node, &peer);
+        }
+    }
+
+    /// A node's routes were dropped at once (it crashed, was cut off or removed): each
+    /// node tells its own local contacts of those resources, so each hears exactly once.
+    fn routes_lost(&mut self, node: u64, routes: Vec<(String, chorus_raft::Route)>) {
+        self.cluster.resources.forget_node(node);
+        for (full_jid, route) in routes {
+            if route.node == self.node_id {
+                self.kick_session(
+                    &full_jid,
+                    &route.session,
+                    StreamErrorKind::SystemShutdown,
+                    "this node lost its session in the cluster; reconnect",
+                );
+                continue;
+            }
+            let user = bare_of(&full_jid);
+            let roster = crate::im::roster::load(&self.state, &user);
+            let mut audience = crate::im::presence::broadcast_targets(&roster);
+            audience.push(user.clone());
+            let unavailable = Element::new("presence", crate::xmpp::ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", full_jid.as_str());
+            for contact in audience {
+                if let Some((actor, _)) = self.users.get(&contact) {
+                    let mut copy = unavailable.clone();
+                    copy.set_attr("to", contact.as_str());
+                    actor.do_send(user::LocalPresence(copy));
+                }
+            }
         }
     }
 
@@ -218,6 +332,10 @@ impl Handler<Register> for Router {
         let Ok(full) = jid::FullJid::new(&handle.full_jid) else {
             return;
         };
+        self.cluster.sessions.store(
+            self.sessions.len() as u64 + 1,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let bare = full.to_bare().to_string();
         if let Some(old) = self
             .sessions
@@ -235,11 +353,11 @@ impl Handler<Register> for Router {
             }
         }
         let router = ctx.address().recipient();
-        let (raft, writer) = (self.raft.clone(), self.offline_writer(ctx));
+        let (cluster, writer) = (self.cluster.clone(), self.offline_writer(ctx));
         let entry = self
             .users
             .entry(bare.clone())
-            .or_insert_with(|| (UserActor::new(bare, raft, router, writer).start(), 0));
+            .or_insert_with(|| (UserActor::new(bare, cluster, router, writer).start(), 0));
         entry.1 += 1;
         entry.0.do_send(user::AddResource(handle));
     }
@@ -256,6 +374,10 @@ impl Handler<Unregister> for Router {
             return;
         }
         self.sessions.remove(&msg.full_jid);
+        self.cluster.sessions.store(
+            self.sessions.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let Ok(full) = jid::FullJid::new(&msg.full_jid) else {
             return;
         };
@@ -296,8 +418,107 @@ fn bare_of(full: &str) -> String {
         .unwrap_or_default()
 }
 
-to_user_actor!(ToResources, |m: &ToResources| m.user.clone());
-to_user_actor!(PresenceTo, |m: &PresenceTo| m.user.clone());
+impl Handler<ToResources> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: ToResources, _: &mut Context<Self>) {
+        let which = match msg.which {
+            Which::RosterInterested => 0,
+            Which::Available => 1,
+            Which::BlocklistInterested => 2,
+        };
+        self.to_remote_users(
+            &msg.user,
+            UserMessage::ToResources {
+                which,
+                xml: msg.stanza.to_xml_in(crate::xmpp::ns::CLIENT),
+            },
+        );
+        if let Some((actor, _)) = self.users.get(&msg.user) {
+            actor.do_send(msg);
+        }
+    }
+}
+
+impl Handler<PresenceTo> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: PresenceTo, _: &mut Context<Self>) {
+        self.to_remote_users(
+            &msg.user,
+            UserMessage::PresenceTo {
+                to: msg.to.clone(),
+                available: msg.available,
+            },
+        );
+        if let Some((actor, _)) = self.users.get(&msg.user) {
+            actor.do_send(msg);
+        }
+    }
+}
+
+impl Handler<FromPeer> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: FromPeer, ctx: &mut Context<Self>) {
+        let parse = |xml: &str| match Element::from_xml(xml) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(peer = msg.from, error = %e, "unparsable stanza from a peer; dropped");
+                None
+            }
+        };
+        match &msg.msg {
+            PeerMessage::Route { xml } => {
+                if let Some(stanza) = parse(xml) {
+                    self.route(ctx, stanza, true);
+                }
+            }
+            PeerMessage::Deliver { full_jid, xml } => {
+                if let (Some(stanza), Some(handle)) = (parse(xml), self.sessions.get(full_jid)) {
+                    deliver_or_kick(handle, stanza);
+                }
+            }
+            PeerMessage::ToUser { user, msg: m } => {
+                let Some((actor, _)) = self.users.get(user) else {
+                    return;
+                };
+                match m {
+                    UserMessage::ToResources { which, xml } => {
+                        let which = match which {
+                            0 => Which::RosterInterested,
+                            1 => Which::Available,
+                            _ => Which::BlocklistInterested,
+                        };
+                        if let Some(stanza) = parse(xml) {
+                            actor.do_send(ToResources {
+                                user: user.clone(),
+                                which,
+                                stanza,
+                            });
+                        }
+                    }
+                    UserMessage::PresenceTo { to, available } => actor.do_send(PresenceTo {
+                        user: user.clone(),
+                        to: to.clone(),
+                        available: *available,
+                    }),
+                }
+            }
+            // Resource state is kept by the link itself.
+            PeerMessage::Resource(_) | PeerMessage::ResourceGone { .. } => {}
+        }
+    }
+}
+
+impl Handler<DisconnectAll> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: DisconnectAll, _: &mut Context<Self>) {
+        for handle in self.sessions.values() {
+            handle.kick.do_send(Kick {
+                condition: StreamErrorKind::SystemShutdown,
+                text: Some(msg.text.clone()),
+            });
+        }
+    }
+}
 to_user_actor!(OwnPresence, |m: &OwnPresence| bare_of(&m.full_jid));
 to_user_actor!(Directed, |m: &Directed| bare_of(&m.full_jid));
 to_user_actor!(user::RosterInterest, |m: &user::RosterInterest| bare_of(
@@ -312,7 +533,7 @@ to_user_actor!(Carbon, |m: &Carbon| m.account.clone());
 impl Handler<RouteStanza> for Router {
     type Result = ();
     fn handle(&mut self, msg: RouteStanza, ctx: &mut Context<Self>) {
-        self.route(ctx, msg.0);
+        self.route(ctx, msg.0, false);
     }
 }
 
@@ -347,6 +568,9 @@ impl Handler<Applied> for Router {
     fn handle(&mut self, msg: Applied, _: &mut Context<Self>) {
         match msg.0 {
             StateEvent::RouteReplaced { full_jid, old, new } => {
+                self.cluster
+                    .resources
+                    .forget(&full_jid, Some(old.session.as_str()));
                 if old.node == self.node_id && old.session != new.session {
                     self.kick_session(
                         &full_jid,
@@ -356,7 +580,13 @@ impl Handler<Applied> for Router {
                     );
                 }
             }
-            StateEvent::RouteRemoved { .. } => {}
+            StateEvent::RouteRemoved { full_jid, route } => {
+                self.cluster
+                    .resources
+                    .forget(&full_jid, Some(route.session.as_str()));
+            }
+            StateEvent::RoutesLost { node, routes } => self.routes_lost(node, routes),
+            StateEvent::NodeDown { .. } | StateEvent::NodeUp { .. } => {}
             StateEvent::Queued { user, queue, .. } if queue == crate::im::offline::QUEUE => {
                 if let Some((actor, _)) = self.users.get(&user) {
                     actor.do_send(user::OfflineQueued);

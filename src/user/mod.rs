@@ -13,6 +13,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chorus_raft::RaftNode;
 
+use crate::cluster::protocol::{PeerMessage, ResourceState};
+use crate::cluster::Cluster;
 use crate::im::delivery::{self, ResourceView, Verdict};
 use crate::im::{offline, presence, roster};
 use crate::router::messages::{
@@ -44,6 +46,8 @@ pub struct UserActor {
     bare: String,
     resources: BTreeMap<String, Resource>,
     raft: Arc<RaftNode>,
+    /// Other nodes' resources of this account, and the links to reach them.
+    cluster: Arc<Cluster>,
     /// Where stanzas for other accounts go.
     router: Recipient<RouteStanza>,
     /// The node's offline writer (XEP-0160).
@@ -55,14 +59,15 @@ pub struct UserActor {
 impl UserActor {
     pub fn new(
         bare: String,
-        raft: Arc<RaftNode>,
+        cluster: Arc<Cluster>,
         router: Recipient<RouteStanza>,
         offline: tokio::sync::mpsc::Sender<offline::ForLater>,
     ) -> Self {
         UserActor {
             bare,
             resources: BTreeMap::new(),
-            raft,
+            raft: cluster.raft.clone(),
+            cluster,
             router,
             offline,
             delivering_offline: false,
@@ -70,15 +75,61 @@ impl UserActor {
         }
     }
 
+    /// Every resource of the account, wherever it is connected.
     fn views(&self) -> Vec<ResourceView> {
-        self.resources
+        let mut views: Vec<ResourceView> = self
+            .resources
             .iter()
             .map(|(jid, r)| ResourceView {
                 full_jid: jid.clone(),
                 available: r.available,
                 priority: r.priority,
             })
+            .collect();
+        views.extend(self.remote().into_iter().map(|r| ResourceView {
+            full_jid: r.full_jid,
+            available: r.available,
+            priority: r.priority,
+        }));
+        views
+    }
+
+    /// This account's resources on other nodes.
+    fn remote(&self) -> Vec<ResourceState> {
+        self.cluster
+            .resources
+            .remote_of(&self.raft.state(), &self.bare)
+            .into_iter()
+            .filter(|r| !self.resources.contains_key(&r.full_jid))
             .collect()
+    }
+
+    /// Writes a stanza to one of this account's resources on another node.
+    fn deliver_remote(&self, r: &ResourceState, stanza: &Element) {
+        let msg = PeerMessage::Deliver {
+            full_jid: r.full_jid.clone(),
+            xml: stanza.to_xml_in(ns::CLIENT),
+        };
+        if self.cluster.links.send(r.node, &msg).is_err() {
+            tracing::debug!(to = %r.full_jid, "peer link down; stanza for a remote resource dropped");
+        }
+    }
+
+    /// Tells the other nodes what they need to know of one local resource.
+    fn publish(&self, full_jid: &str) {
+        let Some(r) = self.resources.get(full_jid) else {
+            return;
+        };
+        let state = ResourceState {
+            full_jid: full_jid.to_string(),
+            session: r.handle.session_id.clone(),
+            node: self.cluster.node_id(),
+            available: r.available,
+            priority: r.priority,
+            carbons: r.carbons,
+        };
+        self.cluster.resources.set_local(state.clone());
+        self.cluster.links.broadcast(&PeerMessage::Resource(state));
     }
 
     fn route(&self, stanza: Element) {
@@ -96,10 +147,13 @@ impl UserActor {
         tracing::debug!(user = %self.bare, ?verdict, reason, "delivery decision");
         match verdict {
             Verdict::Deliver(targets) => {
+                let remote = self.remote();
                 for target in &targets {
                     if let Some(r) = self.resources.get(target) {
                         // The copy keeps the `to` the sender used (RFC 6121 8.5.2.1.1).
                         crate::router::deliver_or_kick(&r.handle, stanza.clone());
+                    } else if let Some(r) = remote.iter().find(|r| &r.full_jid == target) {
+                        self.deliver_remote(r, &stanza);
                     }
                 }
                 if stanza.name() == "message" {
@@ -125,6 +179,12 @@ impl UserActor {
             if r.carbons && !except.contains(full) {
                 let carbon = carbons::wrap(direction, &self.bare, full, stanza);
                 crate::router::deliver_or_kick(&r.handle, carbon);
+            }
+        }
+        for r in self.remote() {
+            if r.carbons && !except.contains(&r.full_jid) {
+                let carbon = carbons::wrap(direction, &self.bare, &r.full_jid, stanza);
+                self.deliver_remote(&r, &carbon);
             }
         }
     }
@@ -171,6 +231,12 @@ impl UserActor {
             let mut copy = stanza.clone();
             copy.set_attr("from", from_full);
             self.deliver_to(&full, copy);
+        }
+        for r in self.remote().into_iter().filter(|r| r.available) {
+            let mut copy = stanza.clone();
+            copy.set_attr("from", from_full);
+            copy.set_attr("to", r.full_jid.as_str());
+            self.deliver_remote(&r, &copy);
         }
     }
 
@@ -231,14 +297,16 @@ impl UserActor {
     }
 
     /// A message was stored for later: deliver it now if a resource can take it.
+    /// Every node holding a resource of the account hears of the message; only the node
+    /// of the best resource (highest priority, then smallest full JID) delivers it.
     fn offline_arrived(&mut self, ctx: &mut Context<Self>) {
         let best = self
-            .resources
-            .iter()
-            .filter(|(_, r)| r.available && r.priority >= 0)
-            .max_by_key(|(_, r)| r.priority)
-            .map(|(j, _)| j.clone());
-        if let Some(to) = best {
+            .views()
+            .into_iter()
+            .filter(|r| r.available && r.priority >= 0)
+            .min_by(|a, b| b.priority.cmp(&a.priority).then(a.full_jid.cmp(&b.full_jid)))
+            .map(|r| r.full_jid);
+        if let Some(to) = best.filter(|to| self.resources.contains_key(to)) {
             self.deliver_offline(ctx, to);
         }
     }
@@ -255,6 +323,7 @@ impl UserActor {
         r.available = false;
         r.last = None;
         let directed = std::mem::take(&mut r.directed);
+        self.publish(full_jid);
         let stanza = stanza.unwrap_or_else(|| {
             Element::new("presence", ns::CLIENT).with_attr("type", "unavailable")
         });
@@ -339,6 +408,16 @@ impl Handler<RemoveResource> for UserActor {
             // A dropped connection counts as unavailable presence (RFC 6121 4.5.3.2).
             self.went_unavailable(&msg.full_jid, None);
             self.resources.remove(&msg.full_jid);
+            if self
+                .cluster
+                .resources
+                .remove_local(&msg.full_jid, &msg.session_id)
+            {
+                self.cluster.links.broadcast(&PeerMessage::ResourceGone {
+                    full_jid: msg.full_jid,
+                    session: msg.session_id,
+                });
+            }
         }
     }
 }
@@ -368,6 +447,7 @@ impl Handler<OwnPresence> for UserActor {
         stanza.remove_attr("to");
         stanza.set_attr("from", msg.full_jid.as_str());
         r.last = Some(stanza.clone());
+        self.publish(&msg.full_jid);
         self.broadcast(&msg.full_jid, &stanza, &BTreeSet::new());
         if initial {
             self.initial_presence(ctx, &msg.full_jid);
@@ -511,6 +591,7 @@ impl Handler<CarbonsEnabled> for UserActor {
     fn handle(&mut self, msg: CarbonsEnabled, _: &mut Context<Self>) {
         if let Some(r) = self.resources.get_mut(&msg.full_jid) {
             r.carbons = msg.on;
+            self.publish(&msg.full_jid);
         }
     }
 }
@@ -519,6 +600,27 @@ impl Handler<Carbon> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: Carbon, _: &mut Context<Self>) {
         self.carbons(msg.direction, &[msg.full_jid], &msg.stanza);
+    }
+}
+
+/// Presence for this node's available resources only: every node sends its own copy
+/// (a crashed node's users going unavailable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LocalPresence(pub Element);
+
+impl Handler<LocalPresence> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: LocalPresence, _: &mut Context<Self>) {
+        let targets: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.available)
+            .map(|(j, _)| j.clone())
+            .collect();
+        for full in targets {
+            self.deliver_to(&full, msg.0.clone());
+        }
     }
 }
 

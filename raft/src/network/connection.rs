@@ -4,8 +4,9 @@ use std::io;
 
 use tokio::net::TcpStream;
 
+use super::auth::{self, ClusterIdentity, Role};
 use super::frame::{read_frame, write_frame};
-use super::messages::{Hello, HelloReply, RpcRequest, RpcResponse};
+use super::messages::{Channel, Hello, HelloReply, Proof, RpcRequest, RpcResponse, ANY_NODE};
 use crate::codec::{self, CodecError};
 use crate::config::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_HELLO_BYTES};
 use crate::types::{NodeId, PROTOCOL_VERSION};
@@ -40,7 +41,8 @@ pub enum CallError {
     BadRequest(String),
 }
 
-/// A connection on which the hello exchange succeeded: the peer is the node we meant.
+/// A connection on which the handshake succeeded: the peer is the node we meant and both
+/// sides proved the cluster secret.
 pub struct PeerConnection {
     stream: TcpStream,
     peer: NodeId,
@@ -48,16 +50,29 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    /// Connects to `addr` as node `from`, expecting to reach node `to`. Bounded by
-    /// `CONNECT_TIMEOUT`.
-    pub async fn connect(addr: &str, from: NodeId, to: NodeId) -> Result<Self, ConnectError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_unbounded(addr, from, to)).await {
+    /// Connects to `addr` as node `from`, expecting to reach node `to` (`ANY_NODE`: any),
+    /// for `channel`. Bounded by `CONNECT_TIMEOUT`.
+    pub async fn connect(
+        addr: &str,
+        from: NodeId,
+        to: NodeId,
+        identity: &ClusterIdentity,
+        channel: Channel,
+    ) -> Result<Self, ConnectError> {
+        let work = Self::connect_unbounded(addr, from, to, identity, channel);
+        match tokio::time::timeout(CONNECT_TIMEOUT, work).await {
             Ok(res) => res,
             Err(_) => Err(ConnectError::Timeout { addr: addr.into() }),
         }
     }
 
-    async fn connect_unbounded(addr: &str, from: NodeId, to: NodeId) -> Result<Self, ConnectError> {
+    async fn connect_unbounded(
+        addr: &str,
+        from: NodeId,
+        to: NodeId,
+        identity: &ClusterIdentity,
+        channel: Channel,
+    ) -> Result<Self, ConnectError> {
         let io_err = |source| ConnectError::Io {
             addr: addr.into(),
             source,
@@ -66,12 +81,20 @@ impl PeerConnection {
             addr: addr.into(),
             source,
         };
+        let refused = |reason: String| ConnectError::Refused {
+            addr: addr.into(),
+            reason,
+        };
         let mut stream = TcpStream::connect(addr).await.map_err(io_err)?;
         stream.set_nodelay(true).map_err(io_err)?;
+        let nonce = auth::nonce();
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             from,
             to,
+            cluster: identity.name.clone(),
+            nonce: nonce.clone(),
+            channel,
         };
         write_frame(&mut stream, &codec::encode(&hello).map_err(codec_err)?)
             .await
@@ -79,22 +102,53 @@ impl PeerConnection {
         let reply = read_frame(&mut stream, MAX_HELLO_BYTES)
             .await
             .map_err(io_err)?;
+        let (node, server_nonce, proof) = match codec::decode::<HelloReply>(&reply)
+            .map_err(codec_err)?
+        {
+            HelloReply::Challenge {
+                node, nonce, proof, ..
+            } => (node, nonce, proof),
+            HelloReply::Refused { reason } => return Err(refused(reason)),
+            HelloReply::Accepted { .. } => {
+                return Err(refused("the peer skipped the secret challenge".into()))
+            }
+        };
+        if to != ANY_NODE && node != to {
+            return Err(ConnectError::WrongNode {
+                addr: addr.into(),
+                expected: to,
+                actual: node,
+            });
+        }
+        if !auth::verify(&identity.secret, Role::Server, &nonce, &server_nonce, node, &proof) {
+            return Err(refused(format!(
+                "node {node} does not know the cluster secret of {:?}",
+                identity.name
+            )));
+        }
+        let mine = Proof {
+            proof: auth::prove(&identity.secret, Role::Client, &nonce, &server_nonce, from),
+        };
+        write_frame(&mut stream, &codec::encode(&mine).map_err(codec_err)?)
+            .await
+            .map_err(io_err)?;
+        let reply = read_frame(&mut stream, MAX_HELLO_BYTES)
+            .await
+            .map_err(io_err)?;
         match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
-            HelloReply::Accepted { node, .. } if node == to => Ok(PeerConnection {
+            HelloReply::Accepted { .. } => Ok(PeerConnection {
                 stream,
                 peer: node,
                 addr: addr.into(),
             }),
-            HelloReply::Accepted { node, .. } => Err(ConnectError::WrongNode {
-                addr: addr.into(),
-                expected: to,
-                actual: node,
-            }),
-            HelloReply::Refused { reason } => Err(ConnectError::Refused {
-                addr: addr.into(),
-                reason,
-            }),
+            HelloReply::Refused { reason } => Err(refused(reason)),
+            HelloReply::Challenge { .. } => Err(refused("the peer challenged twice".into())),
         }
+    }
+
+    /// The authenticated stream, for a `Channel::Link` connection.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     pub fn peer(&self) -> NodeId {

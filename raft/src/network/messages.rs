@@ -1,4 +1,9 @@
 //! Messages on a cluster connection. Each frame holds one of these, codec-encoded.
+//!
+//! Connection set-up: `Hello` (client) -> `HelloReply::Challenge` (server proves the
+//! secret) -> `Proof` (client proves it) -> `HelloReply::Accepted` or `Refused`. Then, on a
+//! `Channel::Raft` connection, `RpcRequest`/`RpcResponse` pairs; a `Channel::Link`
+//! connection is handed to the application as a plain framed stream.
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -7,7 +12,16 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, Request, Response, TypeConfig};
+
+/// What a connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Channel {
+    /// Raft RPCs, forwarded proposals and application requests, one at a time.
+    Raft,
+    /// A long-lived application stream (Chorus's peer link for stanzas).
+    Link,
+}
 
 /// First frame from the connecting side: who it is and which node it means to reach.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,9 +29,16 @@ pub struct Hello {
     pub protocol: u16,
     pub from: NodeId,
     /// The node the caller believes it is connecting to; a node refuses any other id,
-    /// because an address may now belong to a different node.
+    /// because an address may now belong to a different node. `ANY_NODE` when the caller
+    /// does not know it yet (joining through a seed address).
     pub to: NodeId,
+    pub cluster: String,
+    pub nonce: Vec<u8>,
+    pub channel: Channel,
 }
+
+/// `Hello::to` of a caller that does not know which node it is calling.
+pub const ANY_NODE: NodeId = 0;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply {
@@ -29,6 +50,19 @@ pub enum HelloReply {
     Refused {
         reason: String,
     },
+    /// The server's proof of the secret and its nonce; the client answers with `Proof`.
+    Challenge {
+        node: NodeId,
+        protocol: u16,
+        nonce: Vec<u8>,
+        proof: Vec<u8>,
+    },
+}
+
+/// The client's proof of the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    pub proof: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -36,6 +70,18 @@ pub enum RpcRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A follower's batch of commands for the leader to propose (with the follower's
+    /// client id and serial, so that a retry is applied once).
+    ClientWrite(Request),
+    /// An application request (membership, status, ...), answered by the handler the
+    /// application registered.
+    App(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardError {
+    NotLeader { leader: Option<NodeId> },
+    Failed(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,4 +93,6 @@ pub enum RpcResponse {
     ),
     /// The request frame could not be decoded; the connection is closed after this.
     BadRequest(String),
+    ClientWrite(Result<Response, ForwardError>),
+    App(Result<Vec<u8>, String>),
 }

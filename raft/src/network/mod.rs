@@ -2,6 +2,7 @@
 //! caller means to reach, then request/response pairs (AppendEntries, Vote,
 //! InstallSnapshot chunks).
 
+pub mod auth;
 mod connection;
 pub mod frame;
 pub mod messages;
@@ -24,9 +25,12 @@ use openraft::raft::{
 use openraft::{BasicNode, RPCTypes};
 use tokio::time::Instant;
 
+pub use self::auth::ClusterIdentity;
 pub use self::connection::{CallError, ConnectError, PeerConnection};
-pub use self::messages::{Hello, HelloReply, RpcRequest, RpcResponse};
-pub use self::server::check_hello;
+pub use self::messages::{
+    Channel, ForwardError, Hello, HelloReply, RpcRequest, RpcResponse, ANY_NODE,
+};
+pub use self::server::{check_hello, AppFuture, AppHandler, AppHooks, LinkStream};
 use crate::codec;
 use crate::config::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_IDLE_CONNECTIONS_PER_PEER};
 use crate::types::{NodeId, TypeConfig};
@@ -42,13 +46,15 @@ type IdlePool = Arc<Mutex<HashMap<(NodeId, String), Vec<PeerConnection>>>>;
 #[derive(Clone)]
 pub struct Network {
     node_id: NodeId,
+    identity: Arc<ClusterIdentity>,
     idle: IdlePool,
 }
 
 impl Network {
-    pub fn new(node_id: NodeId) -> Self {
+    pub fn new(node_id: NodeId, identity: ClusterIdentity) -> Self {
         Network {
             node_id,
+            identity: Arc::new(identity),
             idle: Arc::default(),
         }
     }
@@ -60,6 +66,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
             from: self.node_id,
+            identity: self.identity.clone(),
             target,
             node: node.clone(),
             conn: None,
@@ -70,6 +77,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 pub struct PeerClient {
     from: NodeId,
+    identity: Arc<ClusterIdentity>,
     target: NodeId,
     node: BasicNode,
     conn: Option<PeerConnection>,
@@ -120,7 +128,13 @@ impl PeerClient {
                     let budget = deadline
                         .saturating_duration_since(Instant::now())
                         .min(CONNECT_TIMEOUT);
-                    let connect = PeerConnection::connect(&self.node.addr, self.from, self.target);
+                    let connect = PeerConnection::connect(
+                        &self.node.addr,
+                        self.from,
+                        self.target,
+                        &self.identity,
+                        Channel::Raft,
+                    );
                     match tokio::time::timeout(budget, connect).await {
                         Ok(Ok(c)) => c,
                         Ok(Err(e)) => return Err(Failure::Unreachable(e)),

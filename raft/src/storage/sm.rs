@@ -220,8 +220,15 @@ impl StateStore for Overlay<'_> {
         }
         Ok(out)
     }
+    fn setting(&self, key: &str) -> Result<Option<String>, DbError> {
+        self.decode_get(Cf::Settings, key.as_bytes())
+    }
     fn put_setting(&mut self, key: &str, value: &str) -> Result<(), DbError> {
         self.put(Cf::Settings, key.as_bytes(), codec::encode(value)?);
+        Ok(())
+    }
+    fn remove_setting(&mut self, key: &str) -> Result<(), DbError> {
+        self.delete(Cf::Settings, key.as_bytes());
         Ok(())
     }
     fn client(&self, client: u64) -> Result<Option<ClientRecord>, DbError> {

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use chorus_raft::network::ClusterIdentity;
+
 use chorus_raft::{
     Command, NodeId, QueueMeta, RaftConfig, Route, ScramCredential, StateReader, UserRecord,
 };
@@ -30,6 +32,14 @@ pub fn test_config(data_dir: &Path, node_id: NodeId) -> RaftConfig {
         heartbeat_ms: 100,
         election_min_ms: 500,
         election_max_ms: 1000,
+        identity: identity(),
+    }
+}
+
+pub fn identity() -> ClusterIdentity {
+    ClusterIdentity {
+        name: "test".into(),
+        secret: b"test secret".to_vec(),
     }
 }
 

@@ -1,0 +1,101 @@
+//! Failure detection, done once, by the leader: it pings every member; one that has not
+//! answered for `cluster.failure.timeout` is committed `NodeDown` (every node then drops its
+//! routes and tells its own local contacts, so each contact hears once), and `NodeUp` when
+//! it answers again. Every node also watches its own contact with the majority: cut off
+//! for that long, it stops serving clients so that they reconnect to the majority side.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_raft::{node_down_key, Command, NodeId};
+
+use super::protocol::ClusterRequest;
+use super::{membership, Cluster, Stop};
+
+/// How often the leader pings and every node re-checks its contact.
+pub fn tick(failure_timeout: Duration) -> Duration {
+    (failure_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(1))
+}
+
+pub async fn run(cluster: Arc<Cluster>) {
+    let timeout = cluster.failure_timeout();
+    let mut interval = tokio::time::interval(tick(timeout));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ok: HashMap<NodeId, Instant> = HashMap::new();
+    let mut was_leader = false;
+    let mut was_member = false;
+    loop {
+        interval.tick().await;
+        let me = cluster.node_id();
+        let status = cluster.raft.status();
+        let member = status.membership.contains(&me) || status.learners.contains(&me);
+        if was_member && !member && !status.membership.is_empty() {
+            tracing::warn!(node = me, "this node was removed from the cluster; stopping");
+            cluster.stop_serving("this node was removed from the cluster; reconnect to another node");
+            cluster.request_stop(Stop::Left);
+            return;
+        }
+        was_member |= member;
+
+        let leader = status.current_leader == Some(me);
+        let in_contact = if leader {
+            let quorum_age = cluster
+                .raft
+                .raft()
+                .metrics()
+                .borrow()
+                .millis_since_quorum_ack
+                .map(Duration::from_millis);
+            status.membership.len() == 1 || quorum_age.is_some_and(|a| a < timeout)
+        } else {
+            cluster.leader_contact_age() < timeout
+        };
+        cluster.update_serving(in_contact && member);
+
+        if !leader {
+            was_leader = false;
+            continue;
+        }
+        if !was_leader {
+            // A new leader gives everyone a full timeout before judging them.
+            last_ok.clear();
+            was_leader = true;
+        }
+        let now = Instant::now();
+        let members = cluster.raft.members();
+        let pings = members.iter().filter(|m| m.id != me).map(|m| {
+            let cluster = cluster.clone();
+            let (id, addr) = (m.id, m.addr.clone());
+            async move {
+                let ping = ClusterRequest::Ping {
+                    leader: me,
+                    term: status.current_term,
+                };
+                let ok = cluster
+                    .call_within(&addr, id, &ping, tick(timeout).max(Duration::from_millis(500)))
+                    .await
+                    .is_ok();
+                (id, ok)
+            }
+        });
+        let answers = futures::future::join_all(pings).await;
+        let state = cluster.raft.state();
+        for (id, ok) in answers {
+            let seen = *last_ok.entry(id).or_insert(now);
+            let down = state.setting(&node_down_key(id)).is_some();
+            if ok {
+                last_ok.insert(id, Instant::now());
+                if down {
+                    tracing::info!(node = id, "member answers again: NodeUp");
+                    let _ = cluster.raft.propose(Command::NodeUp { node: id }).await;
+                }
+            } else if !down && now.duration_since(seen) >= timeout {
+                tracing::warn!(node = id, ?timeout, "member stopped answering: NodeDown");
+                let _ = cluster.raft.propose(Command::NodeDown { node: id }).await;
+            }
+        }
+        last_ok.retain(|id, _| members.iter().any(|m| m.id == *id));
+        membership::promote(&cluster).await;
+    }
+}

@@ -1,0 +1,329 @@
+//! Clustering: how nodes find each other (`discovery`, seeds), form or join one cluster
+//! (`formation`), keep its membership (`membership`), notice failures (`failure`), and
+//! carry stanzas between them (`link`, `resources`). docs/clustering.md tells the story.
+//!
+//! Raft membership is the only truth about who is a member; beacons and seeds are only
+//! hints a fresh node uses to find someone to ask.
+
+pub mod discovery;
+pub mod failure;
+pub mod formation;
+pub mod link;
+pub mod membership;
+pub mod protocol;
+pub mod resources;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chorus_raft::network::ANY_NODE;
+use chorus_raft::{NodeId, RaftNode, PROTOCOL_VERSION};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use protocol::{ClusterRequest, ClusterResponse, NodeInfo};
+
+/// The setting that holds the cluster's id, written once by the node that forms it.
+pub const CLUSTER_ID_KEY: &str = "cluster.id";
+/// The cluster-wide switch (`chorus cluster enable|disable`): "false" = disabled.
+pub const CLUSTER_ENABLED_KEY: &str = "cluster.enabled";
+
+/// Why `serve` should stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Running,
+    /// This node left (`cluster leave`) or was removed: its Raft data is wiped on exit, so a
+    /// restart makes it a fresh node.
+    Left,
+    /// `cluster join`: restart into another cluster through `seed`.
+    Rejoin { seed: String },
+}
+
+pub struct Cluster {
+    pub raft: Arc<RaftNode>,
+    pub settings: Arc<Settings>,
+    pub links: Arc<link::Links>,
+    pub resources: Arc<resources::Resources>,
+    started: Instant,
+    /// Milliseconds after `started` of the last ping from a leader.
+    last_leader_contact: AtomicU64,
+    /// Serving clients: in contact with the majority, and this node's stale routes from
+    /// before a restart are gone.
+    serving: watch::Sender<bool>,
+    ready: AtomicBool,
+    stop: watch::Sender<Stop>,
+    /// Set for good once the node leaves, is removed or restarts into another cluster.
+    stopping: AtomicBool,
+    /// What clients are told when this node stops serving them.
+    kick_reason: Mutex<String>,
+    pub sessions: AtomicU64,
+    pub c2s_addr: Mutex<String>,
+    pub http_addr: Mutex<String>,
+}
+
+impl Cluster {
+    pub fn new(raft: Arc<RaftNode>, settings: Arc<Settings>) -> Arc<Cluster> {
+        let resources = Arc::new(resources::Resources::default());
+        let links = link::Links::new(
+            raft.clone(),
+            resources.clone(),
+            settings.c2s.outbound_queue as usize,
+        );
+        let cluster = Arc::new(Cluster {
+            raft,
+            settings,
+            links,
+            resources,
+            started: Instant::now(),
+            last_leader_contact: AtomicU64::new(0),
+            serving: watch::channel(false).0,
+            ready: AtomicBool::new(false),
+            stop: watch::channel(Stop::Running).0,
+            stopping: AtomicBool::new(false),
+            kick_reason: Mutex::new(String::new()),
+            sessions: AtomicU64::new(0),
+            c2s_addr: Mutex::default(),
+            http_addr: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&cluster);
+        cluster.raft.set_app_handler(Arc::new(move |from, bytes| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let Some(cluster) = weak.upgrade() else {
+                    return Err("node is shutting down".into());
+                };
+                let request: ClusterRequest = protocol::decode(&bytes)?;
+                Ok(protocol::encode(&cluster.handle(from, request).await))
+            })
+        }));
+        cluster
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.raft.node_id()
+    }
+
+    pub fn task_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.cluster.task.timeout)
+    }
+
+    pub fn failure_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.cluster.failure.timeout)
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        self.raft.state().setting(CLUSTER_ID_KEY)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.raft.state().setting(CLUSTER_ENABLED_KEY).as_deref() != Some("false")
+    }
+
+    pub fn serving(&self) -> bool {
+        *self.serving.borrow()
+    }
+
+    pub fn watch_serving(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+
+    pub fn watch_stop(&self) -> watch::Receiver<Stop> {
+        self.stop.subscribe()
+    }
+
+    pub fn request_stop(&self, why: Stop) {
+        let _ = self.stop.send(why);
+    }
+
+    /// This node's stale routes are gone: it may serve clients once in contact.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Stops serving clients for good (leave, removal, rejoin): they are told `reason`.
+    pub fn stop_serving(&self, reason: &str) {
+        self.stopping.store(true, Ordering::Release);
+        *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+        self.serving.send_replace(false);
+    }
+
+    /// Whether this node serves clients, from its contact with the majority.
+    pub fn update_serving(&self, in_contact: bool) {
+        let serve = in_contact
+            && self.ready.load(Ordering::Acquire)
+            && !self.stopping.load(Ordering::Acquire);
+        if serve != self.serving() {
+            if !serve && !self.stopping.load(Ordering::Acquire) {
+                *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner()) =
+                    "this node is cut off from the cluster majority; reconnect to another node"
+                        .into();
+                tracing::warn!(node = self.node_id(), "cut off from the majority: not serving clients");
+            } else if serve {
+                tracing::info!(node = self.node_id(), "in contact with the majority: serving clients");
+            }
+            self.serving.send_replace(serve);
+        }
+    }
+
+    /// What clients are told when the node stops serving them.
+    pub fn kick_reason(&self) -> String {
+        self.kick_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn leader_contact_age(&self) -> Duration {
+        let at = self.last_leader_contact.load(Ordering::Acquire);
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(at))
+    }
+
+    fn note_leader_contact(&self) {
+        self.last_leader_contact
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        let status = self.raft.status();
+        let role = if status.current_leader == Some(status.node_id) {
+            "leader"
+        } else if status.learners.contains(&status.node_id) {
+            "learner"
+        } else if status.membership.contains(&status.node_id) {
+            match status.state.as_str() {
+                "Candidate" => "candidate",
+                _ => "follower",
+            }
+        } else {
+            "unknown"
+        };
+        NodeInfo {
+            node_id: status.node_id,
+            cluster_addr: self.raft.listen_addr().to_string(),
+            cluster_id: self.cluster_id(),
+            initialized: !status.membership.is_empty(),
+            leader: status.current_leader,
+            role: role.into(),
+            term: status.current_term,
+            applied_index: status.last_applied,
+            commit_index: status.last_applied,
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.uptime().as_secs(),
+            sessions: self.sessions.load(Ordering::Relaxed),
+            c2s: self.c2s_addr.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            http: self.http_addr.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            cut_off: !self.serving(),
+        }
+    }
+
+    async fn handle(&self, from: NodeId, request: ClusterRequest) -> ClusterResponse {
+        match request {
+            ClusterRequest::Info => ClusterResponse::Info(self.info()),
+            ClusterRequest::Ping { leader, .. } => {
+                if self.raft.status().current_leader == Some(leader) && leader == from {
+                    self.note_leader_contact();
+                }
+                ClusterResponse::Pong
+            }
+            ClusterRequest::Join {
+                node,
+                addr,
+                protocol,
+            } => match self.on_leader(ClusterRequest::Join {
+                node,
+                addr: addr.clone(),
+                protocol,
+            }) {
+                Some(forward) => forward.await,
+                None => match membership::admit(self, node, &addr, protocol).await {
+                    Ok(()) => ClusterResponse::Joined {
+                        cluster_id: self.cluster_id(),
+                    },
+                    Err(e) => ClusterResponse::Refused(e),
+                },
+            },
+            ClusterRequest::Remove { node } => {
+                match self.on_leader(ClusterRequest::Remove { node }) {
+                    Some(forward) => forward.await,
+                    None => match membership::remove(self, node).await {
+                        Ok(()) => ClusterResponse::Removed,
+                        Err(e) => ClusterResponse::Refused(e),
+                    },
+                }
+            }
+        }
+    }
+
+    /// `None` when this node is the leader (the caller runs the request); otherwise the
+    /// request sent on to the leader.
+    fn on_leader(
+        &self,
+        request: ClusterRequest,
+    ) -> Option<impl std::future::Future<Output = ClusterResponse> + '_> {
+        let leader = self.raft.status().current_leader;
+        if leader == Some(self.node_id()) {
+            return None;
+        }
+        Some(async move {
+            let Some(leader) = leader else {
+                return ClusterResponse::Refused(
+                    "no leader is known right now; retry in a few seconds".into(),
+                );
+            };
+            let Some(addr) = self.raft.member_addr(leader) else {
+                return ClusterResponse::Refused(format!("leader {leader} has no address"));
+            };
+            self.call(&addr, leader, &request)
+                .await
+                .unwrap_or_else(ClusterResponse::Refused)
+        })
+    }
+
+    /// One request to the node at `addr` (`to`: its id, or `ANY_NODE`).
+    pub async fn call(
+        &self,
+        addr: &str,
+        to: NodeId,
+        request: &ClusterRequest,
+    ) -> Result<ClusterResponse, String> {
+        self.call_within(addr, to, request, self.task_timeout()).await
+    }
+
+    pub async fn call_within(
+        &self,
+        addr: &str,
+        to: NodeId,
+        request: &ClusterRequest,
+        timeout: Duration,
+    ) -> Result<ClusterResponse, String> {
+        let answer = self
+            .raft
+            .call_app(addr, to, protocol::encode(request), timeout)
+            .await?;
+        protocol::decode(&answer)
+    }
+
+    /// Asks the leader (wherever it is) to run `request`.
+    pub async fn ask_leader(&self, request: ClusterRequest) -> ClusterResponse {
+        match self.on_leader(request.clone()) {
+            Some(forward) => forward.await,
+            None => self.handle(self.node_id(), request).await,
+        }
+    }
+
+    /// What a node at a seed address says about itself.
+    pub async fn probe(&self, addr: &str) -> Result<NodeInfo, String> {
+        match self.call(addr, ANY_NODE, &ClusterRequest::Info).await? {
+            ClusterResponse::Info(info) => Ok(info),
+            other => Err(format!("{addr} answered {other:?}")),
+        }
+    }
+}
