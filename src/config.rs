@@ -511,7 +511,10 @@ impl Settings {
             });
         }
         for seed in self.seeds() {
-            if seed.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
                 return Err(ConfigError::BadValue {
                     key: "cluster.seeds".into(),
                     message: format!("`{seed}` is not a HOST:PORT address"),

@@ -22,8 +22,8 @@ pub use error::RaftError;
 pub use machine::QueueMeta;
 pub use node::{Member, RaftNode, RaftStatus, StartMode};
 pub use reader::StateReader;
+pub use types::{node_down_key, SYSTEM_SETTING_PREFIX};
 pub use types::{
     Command, CommandResult, Entry, LogId, NodeId, Request, Response, Route, ScramCredential,
     StateEvent, TypeConfig, UserRecord, PROTOCOL_VERSION,
 };
-pub use types::{node_down_key, SYSTEM_SETTING_PREFIX};

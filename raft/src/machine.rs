@@ -11,8 +11,7 @@ use std::convert::Infallible;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    node_down_key, Command, CommandResult, NodeId, Request, Response, Route, StateEvent,
-    UserRecord,
+    node_down_key, Command, CommandResult, NodeId, Request, Response, Route, StateEvent, UserRecord,
 };
 
 /// What the state machine remembers per proposer to apply a retried request once.
@@ -329,7 +328,9 @@ pub fn apply<S: StateStore>(
                 CommandResult::Done
             }
         }
-        Command::BindResource { route, .. } if state.setting(&node_down_key(route.node))?.is_some() => {
+        Command::BindResource { route, .. }
+            if state.setting(&node_down_key(route.node))?.is_some() =>
+        {
             CommandResult::NodeIsDown { node: route.node }
         }
         Command::BindResource { full_jid, route } => match state.route(full_jid)? {

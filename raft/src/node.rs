@@ -361,7 +361,11 @@ impl RaftNode {
     /// From now on, application requests (`RpcRequest::App`) from authenticated peers go
     /// to `handler`; before this they are answered "still starting".
     pub fn set_app_handler(&self, handler: AppHandler) {
-        *self.hooks.handler.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+        *self
+            .hooks
+            .handler
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 
     /// From now on, authenticated `Channel::Link` connections are handed to `links`.

@@ -193,7 +193,9 @@ impl Submit {
         deadline: tokio::time::Instant,
     ) -> Result<Response, RaftError> {
         let mut slot = self.leader_conn.lock().await;
-        let reusable = slot.as_ref().is_some_and(|c| c.peer() == leader && c.addr() == addr);
+        let reusable = slot
+            .as_ref()
+            .is_some_and(|c| c.peer() == leader && c.addr() == addr);
         let mut conn = match (reusable, slot.take()) {
             (true, Some(c)) => c,
             _ => PeerConnection::connect(addr, self.node_id, leader, &self.identity, Channel::Raft)

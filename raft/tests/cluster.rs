@@ -157,7 +157,11 @@ async fn hello_naming_another_node_is_refused() {
     let conn = PeerConnection::connect(&addr, 9, ANY_NODE, &id, Channel::Raft)
         .await
         .unwrap();
-    assert_eq!(conn.peer(), 5, "a caller that names no node learns who answered");
+    assert_eq!(
+        conn.peer(),
+        5,
+        "a caller that names no node learns who answered"
+    );
 
     // The wrong secret or another cluster's name is refused, naming the reason.
     let wrong = ClusterIdentity {

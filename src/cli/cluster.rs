@@ -13,7 +13,7 @@ use super::ApiArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Show the members: role, voter, state, applied index, lag, sessions, version, uptime.
+    /// Show leader, term, commit index, and each member's role, state, lag, sessions, uptime.
     Status {
         /// Print the API's JSON object on one line instead of a table.
         #[arg(long)]
@@ -26,13 +26,13 @@ pub enum ClusterCommand {
         /// The cluster address of any member (its cluster.listen), e.g. 10.0.0.1:7070.
         #[arg(value_name = "HOST:PORT")]
         addr: String,
-        /// Delete this node's accounts and data first (a node holding data cannot join).
+        /// Discard this node's data (accounts and all) to join; refused without it if it has any.
         #[arg(long)]
         wipe: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Make this node leave its cluster cleanly.
+    /// Make this node leave its cluster cleanly (clients are moved off; it then stops).
     Leave {
         #[command(flatten)]
         api: ApiArgs,
@@ -45,12 +45,12 @@ pub enum ClusterCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Turn clustering on for this node.
+    /// Let nodes join the cluster and send discovery beacons (cluster-wide).
     Enable {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Turn clustering off for this node.
+    /// Let no node join the cluster and send no beacons; members stay (cluster-wide).
     Disable {
         #[command(flatten)]
         api: ApiArgs,
@@ -81,11 +81,8 @@ pub fn run(cmd: ClusterCommand) -> Result<()> {
             println!("{}", message_or(&value, summary));
         }
         ClusterCommand::Leave { api } => {
-            let value = Client::new(&api)?.expect(
-                "POST",
-                "/api/v1/cluster/leave",
-                Some(json!({})),
-            )?;
+            let value =
+                Client::new(&api)?.expect("POST", "/api/v1/cluster/leave", Some(json!({})))?;
             println!("{}", message_or(&value, "leaving the cluster".into()));
         }
         ClusterCommand::Remove { node, api } => {
@@ -113,7 +110,10 @@ fn set_enabled(api: &ApiArgs, enabled: bool) -> Result<()> {
         .get("enabled")
         .and_then(Value::as_bool)
         .unwrap_or(enabled);
-    println!("clustering {}", on_off(now));
+    println!(
+        "{}",
+        message_or(&value, format!("clustering {}", on_off(now)))
+    );
     Ok(())
 }
 
@@ -152,9 +152,9 @@ pub fn check_cluster_addr(given: &str) -> Result<String> {
         let (host, after) = rest.split_once(']').ok_or_else(|| {
             anyhow!("`{addr}` has no closing `]` after the IPv6 address, {example}")
         })?;
-        let port = after.strip_prefix(':').ok_or_else(|| {
-            anyhow!("`{addr}` has no port: write it as HOST:PORT, {example}")
-        })?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| anyhow!("`{addr}` has no port: write it as HOST:PORT, {example}"))?;
         (host, port)
     } else {
         let Some((host, port)) = addr.rsplit_once(':') else {
@@ -362,7 +362,18 @@ mod tests {
         let row: Vec<&str> = table.lines().nth(4).unwrap().split_whitespace().collect();
         assert_eq!(
             row,
-            ["7", "10.0.0.3:7070", "unknown", "yes", "unreachable", "-", "-", "-", "-", "-"]
+            [
+                "7",
+                "10.0.0.3:7070",
+                "unknown",
+                "yes",
+                "unreachable",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-"
+            ]
         );
     }
 
@@ -466,11 +477,16 @@ mod tests {
     #[test]
     fn node_id_is_a_nonzero_decimal_u64() {
         assert_eq!(check_node_id("7").unwrap(), 7);
-        assert_eq!(
-            check_node_id("18446744073709551615").unwrap(),
-            u64::MAX
-        );
-        for bad in ["", "-1", "0x10", "node7", "1.5", "0", "18446744073709551616"] {
+        assert_eq!(check_node_id("18446744073709551615").unwrap(), u64::MAX);
+        for bad in [
+            "",
+            "-1",
+            "0x10",
+            "node7",
+            "1.5",
+            "0",
+            "18446744073709551616",
+        ] {
             let err = check_node_id(bad).unwrap_err().to_string();
             assert!(err.contains("node id"), "{bad}: {err}");
         }

@@ -31,27 +31,19 @@ pub async fn run(cluster: Arc<Cluster>) {
         let status = cluster.raft.status();
         let member = status.membership.contains(&me) || status.learners.contains(&me);
         if was_member && !member && !status.membership.is_empty() {
-            tracing::warn!(node = me, "this node was removed from the cluster; stopping");
-            cluster.stop_serving("this node was removed from the cluster; reconnect to another node");
+            tracing::warn!(
+                node = me,
+                "this node was removed from the cluster; stopping"
+            );
+            cluster
+                .stop_serving("this node was removed from the cluster; reconnect to another node");
             cluster.request_stop(Stop::Left);
             return;
         }
         was_member |= member;
 
         let leader = status.current_leader == Some(me);
-        let in_contact = if leader {
-            let quorum_age = cluster
-                .raft
-                .raft()
-                .metrics()
-                .borrow()
-                .millis_since_quorum_ack
-                .map(Duration::from_millis);
-            status.membership.len() == 1 || quorum_age.is_some_and(|a| a < timeout)
-        } else {
-            cluster.leader_contact_age() < timeout
-        };
-        cluster.update_serving(in_contact && member);
+        cluster.refresh_serving();
 
         if !leader {
             was_leader = false;
@@ -73,7 +65,12 @@ pub async fn run(cluster: Arc<Cluster>) {
                     term: status.current_term,
                 };
                 let ok = cluster
-                    .call_within(&addr, id, &ping, tick(timeout).max(Duration::from_millis(500)))
+                    .call_within(
+                        &addr,
+                        id,
+                        &ping,
+                        tick(timeout).max(Duration::from_millis(500)),
+                    )
                     .await
                     .is_ok();
                 (id, ok)

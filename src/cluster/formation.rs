@@ -54,7 +54,12 @@ pub async fn form(cluster: &Cluster, plan: Plan<'_>) -> Result<()> {
             tracing::info!("another node made this one a member");
             return Ok(());
         }
-        let found = candidates(cluster, &plan).await;
+        let (found, refusals) = candidates(cluster, &plan).await;
+        if !refusals.is_empty() && found.iter().all(|c| c.cluster_id.is_none()) {
+            // A seed that refuses us is a configuration error, not an empty network:
+            // forming a cluster of our own beside it would split the deployment.
+            return Err(anyhow!("{}", refusals.join("; ")));
+        }
         let members: Vec<&Candidate> = found.iter().filter(|c| c.cluster_id.is_some()).collect();
         if !members.is_empty() {
             let mut last_error = String::new();
@@ -76,7 +81,10 @@ pub async fn form(cluster: &Cluster, plan: Plan<'_>) -> Result<()> {
             tokio::time::sleep(retry).await;
             continue;
         }
-        let mut fresh: Vec<Candidate> = found.into_iter().filter(|c| c.cluster_id.is_none()).collect();
+        let mut fresh: Vec<Candidate> = found
+            .into_iter()
+            .filter(|c| c.cluster_id.is_none())
+            .collect();
         fresh.push(me.clone());
         fresh.sort_by_key(|c| c.id);
         fresh.dedup_by_key(|c| c.id);
@@ -102,8 +110,9 @@ pub async fn form(cluster: &Cluster, plan: Plan<'_>) -> Result<()> {
 }
 
 /// Seeds asked directly, plus beacons heard: every other node we know of.
-async fn candidates(cluster: &Cluster, plan: &Plan<'_>) -> Vec<Candidate> {
+async fn candidates(cluster: &Cluster, plan: &Plan<'_>) -> (Vec<Candidate>, Vec<String>) {
     let mut out: BTreeMap<NodeId, Candidate> = BTreeMap::new();
+    let mut refusals = Vec::new();
     if let Some(d) = plan.discovery {
         for p in d.peers(Duration::from_secs(5)) {
             let a = p.announcement;
@@ -119,7 +128,12 @@ async fn candidates(cluster: &Cluster, plan: &Plan<'_>) -> Vec<Candidate> {
     }
     for seed in &plan.seeds {
         match cluster
-            .call_within(seed, chorus_raft::network::ANY_NODE, &ClusterRequest::Info, Duration::from_secs(2))
+            .call_within(
+                seed,
+                chorus_raft::network::ANY_NODE,
+                &ClusterRequest::Info,
+                Duration::from_secs(2),
+            )
             .await
         {
             Ok(ClusterResponse::Info(info)) if info.node_id != cluster.node_id() => {
@@ -133,11 +147,14 @@ async fn candidates(cluster: &Cluster, plan: &Plan<'_>) -> Vec<Candidate> {
                 );
             }
             Ok(_) => {}
+            Err(e) if e.contains("refused the connection") || e.contains("secret") => {
+                refusals.push(format!("seed {seed} refused this node: {e}"))
+            }
             Err(e) => tracing::debug!(%seed, error = %e, "seed did not answer"),
         }
     }
     out.remove(&cluster.node_id());
-    out.into_values().collect()
+    (out.into_values().collect(), refusals)
 }
 
 /// Asks the member at `addr` to add this node; returns once it is a member.

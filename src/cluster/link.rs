@@ -71,7 +71,11 @@ pub struct Links {
 }
 
 impl Links {
-    pub fn new(raft: Arc<RaftNode>, resources: Arc<Resources>, queue_capacity: usize) -> Arc<Links> {
+    pub fn new(
+        raft: Arc<RaftNode>,
+        resources: Arc<Resources>,
+        queue_capacity: usize,
+    ) -> Arc<Links> {
         let links = Arc::new(Links {
             me: raft.node_id(),
             raft: raft.clone(),
@@ -197,7 +201,11 @@ struct LinkTask {
 }
 
 impl LinkTask {
-    async fn run(self, mut queue: mpsc::Receiver<Vec<u8>>, mut incoming: mpsc::Receiver<TcpStream>) {
+    async fn run(
+        self,
+        mut queue: mpsc::Receiver<Vec<u8>>,
+        mut incoming: mpsc::Receiver<TcpStream>,
+    ) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let stream = if self.me < self.peer {

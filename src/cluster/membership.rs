@@ -15,11 +15,18 @@ const OLDEST_JOINABLE_PROTOCOL: u16 = 3;
 
 /// Adds `node` as a learner, waits until it has caught up (by snapshot when the log was
 /// purged), then makes it a voter if voters are missing.
-pub async fn admit(cluster: &Cluster, node: NodeId, addr: &str, protocol: u16) -> Result<(), String> {
+pub async fn admit(
+    cluster: &Cluster,
+    node: NodeId,
+    addr: &str,
+    protocol: u16,
+) -> Result<(), String> {
     if !cluster.enabled() {
-        return Err("clustering is disabled on this cluster: no node may join until \
+        return Err(
+            "clustering is disabled on this cluster: no node may join until \
                     `chorus cluster enable`"
-            .into());
+                .into(),
+        );
     }
     if !(OLDEST_JOINABLE_PROTOCOL..=PROTOCOL_VERSION).contains(&protocol) {
         return Err(format!(
@@ -130,8 +137,14 @@ pub async fn leave(cluster: &Cluster) -> Result<String, String> {
         return Err("this is the only member; there is no cluster to leave".into());
     }
     cluster.stop_serving("this node is leaving the cluster; reconnect to another node");
-    let _ = cluster.raft.propose(Command::DropNodeRoutes { node: me }).await;
-    match cluster.ask_leader(ClusterRequest::Remove { node: me }).await {
+    let _ = cluster
+        .raft
+        .propose(Command::DropNodeRoutes { node: me })
+        .await;
+    match cluster
+        .ask_leader(ClusterRequest::Remove { node: me })
+        .await
+    {
         ClusterResponse::Removed => {}
         ClusterResponse::Refused(e) => return Err(e),
         other => return Err(format!("unexpected answer {other:?}")),
@@ -142,7 +155,10 @@ pub async fn leave(cluster: &Cluster) -> Result<String, String> {
 
 /// `chorus cluster join ADDR` on this node: checks the target, then restarts into it.
 pub async fn join_via(cluster: &Cluster, addr: &str, wipe: bool) -> Result<String, JoinRefusal> {
-    let info = cluster.probe(addr).await.map_err(JoinRefusal::Unreachable)?;
+    let info = cluster
+        .probe(addr)
+        .await
+        .map_err(JoinRefusal::Unreachable)?;
     if info.cluster_id.is_some() && info.cluster_id == cluster.cluster_id() {
         return Err(JoinRefusal::Conflict(format!(
             "this node is already a member of the cluster of {addr}"

@@ -37,7 +37,9 @@ pub enum Stop {
     /// restart makes it a fresh node.
     Left,
     /// `cluster join`: restart into another cluster through `seed`.
-    Rejoin { seed: String },
+    Rejoin {
+        seed: String,
+    },
 }
 
 pub struct Cluster {
@@ -139,6 +141,42 @@ impl Cluster {
     /// This node's stale routes are gone: it may serve clients once in contact.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+        self.refresh_serving();
+    }
+
+    /// In contact with the majority: as leader, a quorum acknowledged us within the
+    /// failure timeout; otherwise a leader pinged us within it.
+    pub fn in_contact(&self) -> bool {
+        let me = self.node_id();
+        let status = self.raft.status();
+        let member = status.membership.contains(&me) || status.learners.contains(&me);
+        if !member {
+            return false;
+        }
+        if status.current_leader == Some(me) {
+            let quorum_age = self
+                .raft
+                .raft()
+                .metrics()
+                .borrow()
+                .millis_since_quorum_ack
+                .map(Duration::from_millis);
+            status.membership.len() == 1 || quorum_age.is_some_and(|a| a < self.failure_timeout())
+        } else {
+            self.leader_contact_age() < self.failure_timeout()
+        }
+    }
+
+    pub fn refresh_serving(&self) {
+        self.update_serving(self.in_contact());
+    }
+
+    /// Waits (at most `within`) until this node serves clients.
+    pub async fn wait_serving(&self, within: Duration) -> bool {
+        let mut rx = self.watch_serving();
+        tokio::time::timeout(within, rx.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Stops serving clients for good (leave, removal, rejoin): they are told `reason`.
@@ -149,7 +187,7 @@ impl Cluster {
     }
 
     /// Whether this node serves clients, from its contact with the majority.
-    pub fn update_serving(&self, in_contact: bool) {
+    fn update_serving(&self, in_contact: bool) {
         let serve = in_contact
             && self.ready.load(Ordering::Acquire)
             && !self.stopping.load(Ordering::Acquire);
@@ -158,9 +196,15 @@ impl Cluster {
                 *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner()) =
                     "this node is cut off from the cluster majority; reconnect to another node"
                         .into();
-                tracing::warn!(node = self.node_id(), "cut off from the majority: not serving clients");
+                tracing::warn!(
+                    node = self.node_id(),
+                    "cut off from the majority: not serving clients"
+                );
             } else if serve {
-                tracing::info!(node = self.node_id(), "in contact with the majority: serving clients");
+                tracing::info!(
+                    node = self.node_id(),
+                    "in contact with the majority: serving clients"
+                );
             }
             self.serving.send_replace(serve);
         }
@@ -218,8 +262,16 @@ impl Cluster {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.uptime().as_secs(),
             sessions: self.sessions.load(Ordering::Relaxed),
-            c2s: self.c2s_addr.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            http: self.http_addr.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            c2s: self
+                .c2s_addr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            http: self
+                .http_addr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             cut_off: !self.serving(),
         }
     }
@@ -294,7 +346,8 @@ impl Cluster {
         to: NodeId,
         request: &ClusterRequest,
     ) -> Result<ClusterResponse, String> {
-        self.call_within(addr, to, request, self.task_timeout()).await
+        self.call_within(addr, to, request, self.task_timeout())
+            .await
     }
 
     pub async fn call_within(

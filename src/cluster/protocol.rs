@@ -57,7 +57,7 @@ pub struct NodeInfo {
 /// One message on a peer link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
-    /// A stanza for the receiving node's router, which delivers it locally and never sends
+    /// A stanza (serialized with its namespace) for the receiving node's router, which delivers it locally and never sends
     /// it on again (so a stale routing table cannot make stanzas loop).
     Route { xml: String },
     /// A stanza for one session on the receiving node, written as it is.

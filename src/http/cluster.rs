@@ -61,7 +61,15 @@ pub async fn status(State(state): State<ApiState>) -> Json<Value> {
                 None if !m.voter => "learner".into(),
                 None => "unknown".into(),
             };
-            member_row(m.id, &m.addr, &role, m.voter, state, info.as_ref(), leader_applied)
+            member_row(
+                m.id,
+                &m.addr,
+                &role,
+                m.voter,
+                state,
+                info.as_ref(),
+                leader_applied,
+            )
         })
         .collect();
     Json(json!({
@@ -217,6 +225,9 @@ pub async fn set_enabled(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("unexpected result {other:?}"),
         )),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
     }
 }

@@ -89,7 +89,10 @@ pub async fn serve(settings: Settings) -> Result<()> {
         let (raft, cluster) = (raft.clone(), cluster.clone());
         tokio::spawn(async move {
             loop {
-                match raft.propose(Command::DropNodeRoutes { node: node_id }).await {
+                match raft
+                    .propose(Command::DropNodeRoutes { node: node_id })
+                    .await
+                {
                     Ok(_) => break,
                     Err(e) => {
                         tracing::info!(error = %e, "waiting to clear this node's routes from before the restart");
@@ -151,6 +154,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
             tracing::error!(error = %e, "admin API stopped");
         }
     });
+    // Tools wait for api.json: write it once the node serves clients (or, cut off,
+    // after the task timeout, so that the API still answers `cluster status`).
+    if !cluster.wait_serving(cluster.task_timeout()).await {
+        tracing::warn!("not in contact with a cluster majority yet; not serving clients");
+    }
     files::write_api_info(
         &data_dir,
         &files::ApiInfo {
@@ -220,7 +228,9 @@ async fn start_discovery(
             std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
         }
     } else {
-        m.interface.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+        m.interface
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
     };
     let cfg = DiscoveryConfig {
         group: m.group.parse().unwrap_or(discovery::DEFAULT_GROUP),

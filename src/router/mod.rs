@@ -205,9 +205,11 @@ impl Router {
     /// Sends a stanza to another node's router; false when the link cannot take it now.
     fn forward(&self, node: u64, stanza: &Element) -> bool {
         let msg = PeerMessage::Route {
-            xml: stanza.to_xml_in(crate::xmpp::ns::CLIENT),
+            xml: stanza.to_xml(),
         };
-        self.cluster.links.send(node, &msg).is_ok()
+        let sent = self.cluster.links.send(node, &msg);
+        tracing::trace!(node, ?sent, "stanza forwarded");
+        sent.is_ok()
     }
 
     /// Other nodes that hold routes of this account, smallest id first.
@@ -231,7 +233,8 @@ impl Router {
             msg,
         };
         for node in self.remote_nodes_of(user) {
-            let _ = self.cluster.links.send(node, &peer);
+            let sent = self.cluster.links.send(node, &peer);
+            tracing::trace!(node, %user, ?sent, "user message forwarded");
         }
     }
 
@@ -430,7 +433,7 @@ impl Handler<ToResources> for Router {
             &msg.user,
             UserMessage::ToResources {
                 which,
-                xml: msg.stanza.to_xml_in(crate::xmpp::ns::CLIENT),
+                xml: msg.stanza.to_xml(),
             },
         );
         if let Some((actor, _)) = self.users.get(&msg.user) {
@@ -458,6 +461,7 @@ impl Handler<PresenceTo> for Router {
 impl Handler<FromPeer> for Router {
     type Result = ();
     fn handle(&mut self, msg: FromPeer, ctx: &mut Context<Self>) {
+        tracing::trace!(from = msg.from, msg = ?msg.msg, "from peer");
         let parse = |xml: &str| match Element::from_xml(xml) {
             Ok(e) => Some(e),
             Err(e) => {

@@ -108,7 +108,7 @@ impl UserActor {
     fn deliver_remote(&self, r: &ResourceState, stanza: &Element) {
         let msg = PeerMessage::Deliver {
             full_jid: r.full_jid.clone(),
-            xml: stanza.to_xml_in(ns::CLIENT),
+            xml: stanza.to_xml(),
         };
         if self.cluster.links.send(r.node, &msg).is_err() {
             tracing::debug!(to = %r.full_jid, "peer link down; stanza for a remote resource dropped");
@@ -304,7 +304,11 @@ impl UserActor {
             .views()
             .into_iter()
             .filter(|r| r.available && r.priority >= 0)
-            .min_by(|a, b| b.priority.cmp(&a.priority).then(a.full_jid.cmp(&b.full_jid)))
+            .min_by(|a, b| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then(a.full_jid.cmp(&b.full_jid))
+            })
             .map(|r| r.full_jid);
         if let Some(to) = best.filter(|to| self.resources.contains_key(to)) {
             self.deliver_offline(ctx, to);

@@ -21,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_chorus");
 
 pub fn free_port() -> u16 {
@@ -52,7 +54,15 @@ impl TestNode {
     }
 
     pub fn start_with(extra: &[&str]) -> TestNode {
-        let mut node = TestNode {
+        let mut node = Self::prepare(extra);
+        node.spawn();
+        node
+    }
+
+    /// A node with its ports and data dir chosen but not started (cluster tests start
+    /// several at once).
+    pub fn prepare(extra: &[&str]) -> TestNode {
+        TestNode {
             dir: tempfile::tempdir().unwrap(),
             domain: "localhost".into(),
             c2s: free_port(),
@@ -63,9 +73,7 @@ impl TestNode {
             env: Vec::new(),
             domain_flag: true,
             child: None,
-        };
-        node.spawn();
-        node
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -95,18 +103,37 @@ impl TestNode {
 
     /// Start the process and wait until its admin API answers.
     pub fn spawn(&mut self) {
+        self.spawn_nowait();
+        self.wait_ready();
+    }
+
+    /// Start the process without waiting for it.
+    pub fn spawn_nowait(&mut self) {
         let api_file = self.data_dir().join("api.json");
         let _ = std::fs::remove_file(&api_file);
-        let log = std::fs::File::create(self.data_dir().join("node.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir().join("node.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args(self.serve_args())
-            .env("RUST_LOG", "info,chorus=debug,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG")
+                    .unwrap_or_else(|_| "info,chorus=debug,openraft=warn".into()),
+            )
             .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn chorus");
         self.child = Some(child);
+    }
+
+    /// Wait until the node's admin API is up (it has joined or formed its cluster).
+    pub fn wait_ready(&mut self) {
+        let api_file = self.data_dir().join("api.json");
         let deadline = Instant::now() + Duration::from_secs(60);
         while !api_file.exists() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -191,6 +218,9 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() && std::env::var_os("TEST_SHOW_LOGS").is_some() {
+            eprintln!("==== log of node {} ====\n{}", self.cluster, self.log());
+        }
     }
 }
 

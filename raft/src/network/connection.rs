@@ -102,17 +102,16 @@ impl PeerConnection {
         let reply = read_frame(&mut stream, MAX_HELLO_BYTES)
             .await
             .map_err(io_err)?;
-        let (node, server_nonce, proof) = match codec::decode::<HelloReply>(&reply)
-            .map_err(codec_err)?
-        {
-            HelloReply::Challenge {
-                node, nonce, proof, ..
-            } => (node, nonce, proof),
-            HelloReply::Refused { reason } => return Err(refused(reason)),
-            HelloReply::Accepted { .. } => {
-                return Err(refused("the peer skipped the secret challenge".into()))
-            }
-        };
+        let (node, server_nonce, proof) =
+            match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
+                HelloReply::Challenge {
+                    node, nonce, proof, ..
+                } => (node, nonce, proof),
+                HelloReply::Refused { reason } => return Err(refused(reason)),
+                HelloReply::Accepted { .. } => {
+                    return Err(refused("the peer skipped the secret challenge".into()))
+                }
+            };
         if to != ANY_NODE && node != to {
             return Err(ConnectError::WrongNode {
                 addr: addr.into(),
@@ -120,7 +119,14 @@ impl PeerConnection {
                 actual: node,
             });
         }
-        if !auth::verify(&identity.secret, Role::Server, &nonce, &server_nonce, node, &proof) {
+        if !auth::verify(
+            &identity.secret,
+            Role::Server,
+            &nonce,
+            &server_nonce,
+            node,
+            &proof,
+        ) {
             return Err(refused(format!(
                 "node {node} does not know the cluster secret of {:?}",
                 identity.name
