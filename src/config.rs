@@ -473,6 +473,16 @@ impl Settings {
                 message: "need heartbeat_ms < election_min_ms < election_max_ms".into(),
             });
         }
+        if self.cluster.failure.timeout * 1000 < 2 * self.cluster.election_max_ms {
+            return Err(ConfigError::BadValue {
+                key: "cluster.failure.timeout".into(),
+                message: format!(
+                    "must be at least twice cluster.election_max_ms ({} ms): a leader election \
+                     must not look like a failure",
+                    self.cluster.election_max_ms
+                ),
+            });
+        }
         if self.cluster.multicast.port > u16::MAX as u64 {
             return Err(ConfigError::BadValue {
                 key: "cluster.multicast.port".into(),

@@ -153,3 +153,277 @@ async fn a_node_with_the_wrong_secret_is_refused() {
     assert!(log.contains("secret"), "{log}");
     assert_eq!(member_ids(&status(&nodes[0])).len(), 1);
 }
+
+/// Mutual presence subscription between two online users (RFC 6121 3).
+async fn befriend(a: &mut Client, a_jid: &str, b: &mut Client, b_jid: &str) {
+    a.send(&format!("<presence to='{b_jid}' type='subscribe'/>"))
+        .await;
+    b.recv_until(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
+        .await;
+    b.send(&format!("<presence to='{a_jid}' type='subscribed'/>"))
+        .await;
+    b.send(&format!("<presence to='{a_jid}' type='subscribe'/>"))
+        .await;
+    a.recv_until(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
+        .await;
+    a.send(&format!("<presence to='{b_jid}' type='subscribed'/>"))
+        .await;
+    a.sync("befriend-a").await;
+    b.sync("befriend-b").await;
+}
+
+/// Stanzas that arrive before the answer to a ping sent now.
+async fn drain(c: &mut Client, id: &str) -> Vec<Element> {
+    c.send(&format!(
+        "<iq type='get' id='{id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ))
+    .await;
+    let mut seen = Vec::new();
+    loop {
+        let e = c.recv().await;
+        if e.attr("id") == Some(id) {
+            return seen;
+        }
+        seen.push(e);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_node_tells_each_contact_once_and_its_users_fail_over() {
+    let mut nodes = start_cluster(&unique("kill"), 3, Find::Seeds, &[]);
+    for u in ["alice", "bob", "carol"] {
+        nodes[1].add_user(&format!("{u}@localhost"), "pw");
+    }
+    let mut alice = Client::login(&nodes[0], "alice", "pw", "a").await;
+    let mut bob = Client::login(&nodes[1], "bob", "pw", "b").await;
+    let mut carol = Client::login(&nodes[2], "carol", "pw", "c").await;
+    befriend(&mut alice, "alice@localhost", &mut bob, "bob@localhost").await;
+    befriend(&mut alice, "alice@localhost", &mut carol, "carol@localhost").await;
+    drain(&mut bob, "d0").await;
+    drain(&mut carol, "d1").await;
+
+    let killed = node_id(&nodes[0]);
+    let at = std::time::Instant::now();
+    nodes[0].kill9();
+    drop(alice);
+    for contact in [&mut bob, &mut carol] {
+        contact
+            .recv_until(presence_from("alice@localhost/a", Some("unavailable")))
+            .await;
+    }
+    eprintln!(
+        "SIGKILL to contacts' unavailable presence: {:?} (cluster.failure.timeout=3)",
+        at.elapsed()
+    );
+    // Every survivor has applied NodeDown: any second copy would have been sent by now.
+    eventually("the survivors mark the killed node down", || {
+        nodes[1..]
+            .iter()
+            .all(|n| common::cluster::member_state(&status(n), &killed).as_deref() == Some("down"))
+    });
+    for (contact, id) in [(&mut bob, "d2"), (&mut carol, "d3")] {
+        let extra: Vec<_> = drain(contact, id)
+            .await
+            .into_iter()
+            .filter(|e| presence_from("alice@localhost/a", Some("unavailable"))(e))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "exactly one unavailable presence: {extra:?}"
+        );
+    }
+
+    // Meanwhile bob writes to alice; she logs in again through another node and reads it.
+    bob.send(
+        "<message to='alice@localhost' type='chat'><body>while you were away</body></message>",
+    )
+    .await;
+    bob.sync("b1").await;
+    let mut alice = Client::login(&nodes[2], "alice", "pw", "a").await;
+    let m = alice.recv_until(|e| e.name() == "message").await;
+    assert_eq!(body_of(&m).as_deref(), Some("while you were away"));
+    // Her contacts see her back.
+    bob.recv_until(presence_from("alice@localhost/a", None))
+        .await;
+
+    // The killed node restarts with its data, re-joins, and holds no stale route.
+    nodes[0].spawn();
+    eventually("the restarted node is up again", || {
+        common::cluster::member_state(&status(&nodes[1]), &killed).as_deref() == Some("up")
+    });
+    let routes = nodes[0].api_get("/api/v1/users/alice@localhost");
+    let text = routes.to_string();
+    assert!(
+        !text.contains(&killed),
+        "no route on the restarted node: {routes}"
+    );
+    let mut dave_on_0 = Client::login(&nodes[0], "bob", "pw", "second").await;
+    dave_on_0.sync("s0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_majority_disconnects_its_clients_until_it_is_back() {
+    let nodes = start_cluster(&unique("cut"), 3, Find::Seeds, &[]);
+    nodes[0].add_user("erin@localhost", "pw");
+    // Find a follower: the leader would be deposed rather than cut off.
+    let leader = status(&nodes[0])["leader"].as_str().unwrap().to_string();
+    let lonely = nodes.iter().position(|n| node_id(n) != leader).unwrap();
+    let mut erin = Client::login(&nodes[lonely], "erin", "pw", "e").await;
+    erin.sync("e0").await;
+    let others: Vec<u32> = (0..3)
+        .filter(|i| *i != lonely)
+        .map(|i| nodes[i].pid())
+        .collect();
+    for pid in &others {
+        common::unsafe_kill(*pid, "STOP");
+    }
+    let condition = erin.expect_stream_error().await;
+    assert_eq!(condition.as_deref(), Some("system-shutdown"));
+    // No logins while cut off.
+    let mut c = Client::starttls(&nodes[lonely]).await;
+    let outcome = c.scram_sha256("erin", "pw").await;
+    assert_eq!(outcome.name(), "success");
+    let bound = c.bind(Some("e2")).await;
+    assert_eq!(
+        common::condition(&bound).as_deref(),
+        Some("service-unavailable")
+    );
+    for pid in &others {
+        common::unsafe_kill(*pid, "CONT");
+    }
+    eventually("the node serves again", || {
+        status(&nodes[lonely])["serving"] == serde_json::Value::Bool(true)
+    });
+    let mut erin = Client::login(&nodes[lonely], "erin", "pw", "e").await;
+    erin.sync("e1").await;
+}
+
+fn cli_ok(node: &TestNode, args: &[&str]) -> String {
+    let out = node.cli(args);
+    assert!(
+        out.status.success(),
+        "chorus {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn cli_err(node: &TestNode, args: &[&str]) -> String {
+    let out = node.cli(args);
+    assert!(!out.status.success(), "chorus {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn exits(node: &mut TestNode) -> std::process::ExitStatus {
+    let status = node.child.as_mut().unwrap().wait().unwrap();
+    node.child = None;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_remove_join_enable_and_disable_do_what_they_say() {
+    let name = unique("verbs");
+    let mut nodes = start_cluster(&name, 3, Find::Seeds, &[]);
+    let ids: Vec<String> = nodes.iter().map(node_id).collect();
+
+    // status --json: one object, a members entry per member.
+    let json: serde_json::Value =
+        serde_json::from_str(cli_ok(&nodes[0], &["cluster", "status", "--json"]).trim()).unwrap();
+    assert_eq!(json["members"].as_array().unwrap().len(), 3);
+    let table = cli_ok(&nodes[1], &["cluster", "status"]);
+    assert!(table.contains(&format!("{}*", ids[1])), "{table}");
+
+    // leave: the node goes, the membership shrinks, its users' routes go.
+    nodes[2].add_user("frank@localhost", "pw");
+    let mut frank = Client::login(&nodes[2], "frank", "pw", "f").await;
+    frank.sync("f0").await;
+    cli_ok(&nodes[2], &["cluster", "leave"]);
+    assert_eq!(
+        frank.expect_stream_error().await.as_deref(),
+        Some("system-shutdown")
+    );
+    assert!(exits(&mut nodes[2]).success());
+    eventually("membership shrinks to 2", || {
+        member_ids(&status(&nodes[0])).len() == 2
+    });
+    let frank_routes = nodes[0]
+        .api_get("/api/v1/users/frank@localhost")
+        .to_string();
+    assert!(!frank_routes.contains(&ids[2]), "{frank_routes}");
+
+    // remove: from any member, of another member, which stops.
+    cli_ok(&nodes[0], &["cluster", "remove", &ids[1]]);
+    assert!(exits(&mut nodes[1]).success());
+    eventually("membership shrinks to 1", || {
+        member_ids(&status(&nodes[0])) == vec![ids[0].clone()]
+    });
+    let err = cli_err(&nodes[0], &["cluster", "remove", "12345"]);
+    assert!(err.contains("not a member"), "{err}");
+
+    // disable: no node may join.
+    cli_ok(&nodes[0], &["cluster", "disable"]);
+    assert_eq!(status(&nodes[0])["enabled"], serde_json::Value::Bool(false));
+    let seed = format!("127.0.0.1:{}", nodes[0].cluster);
+    let mut flags = common::cluster::cluster_flags(&name, 1, Find::Seeds, common::free_port());
+    flags.extend([
+        "--seed".into(),
+        seed.clone(),
+        "--set".into(),
+        "cluster.startup.retry.count=0".into(),
+    ]);
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut newcomer = TestNode::prepare(&flag_refs);
+    newcomer.spawn_nowait();
+    assert!(!exits(&mut newcomer).success());
+    assert!(newcomer.log().contains("disabled"), "{}", newcomer.log());
+
+    // enable: it joins.
+    cli_ok(&nodes[0], &["cluster", "enable"]);
+    newcomer.spawn();
+    eventually("the newcomer joined", || {
+        member_ids(&status(&nodes[0])).len() == 2
+    });
+
+    // join: a node of its own cluster, holding data, refuses unless told to wipe.
+    let mut flags = common::cluster::cluster_flags(&name, 1, Find::Seeds, common::free_port());
+    flags.extend(["--set".into(), "cluster.startup.delay=0".into()]);
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut loner = TestNode::prepare(&flag_refs);
+    loner.spawn();
+    loner.add_user("gina@localhost", "pw");
+    let err = cli_err(&loner, &["cluster", "join", &seed]);
+    assert!(err.contains("--wipe"), "{err}");
+    cli_ok(&loner, &["cluster", "join", &seed, "--wipe"]);
+    let loner_id = node_id(&loner);
+    eventually("the loner joined", || {
+        member_ids(&status(&nodes[0])).contains(&loner_id)
+    });
+    loner.wait_ready();
+    let users = cli_ok(&loner, &["user", "list"]);
+    assert!(!users.contains("gina"), "the wiped data is gone: {users}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_node_cluster_keeps_serving_with_two_nodes_down() {
+    let mut nodes = start_cluster(&unique("five"), 5, Find::Seeds, &[]);
+    assert_one_cluster(&nodes);
+    nodes[3].kill9();
+    nodes[4].kill9();
+    // One of them may have led: the survivors elect another and go on serving.
+    eventually("the three survivors serve", || {
+        nodes[..3]
+            .iter()
+            .all(|n| status(n)["serving"] == serde_json::Value::Bool(true))
+    });
+    // Writes still commit (3 of 5 voters) and users on the survivors chat.
+    nodes[2].add_user("hank@localhost", "pw");
+    nodes[0].add_user("ivy@localhost", "pw");
+    let mut hank = Client::login(&nodes[0], "hank", "pw", "h").await;
+    let mut ivy = Client::login(&nodes[1], "ivy", "pw", "i").await;
+    hank.sync("h0").await;
+    ivy.sync("i0").await;
+    hank.send("<message to='ivy@localhost/i' type='chat'><body>still here</body></message>")
+        .await;
+    let m = ivy.recv_until(|e| e.name() == "message").await;
+    assert_eq!(body_of(&m).as_deref(), Some("still here"));
+}

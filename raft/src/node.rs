@@ -76,6 +76,7 @@ pub struct RaftNode {
     raft: Raft<TypeConfig>,
     identity: Arc<ClusterIdentity>,
     hooks: Arc<AppHooks>,
+    last_append: Arc<Mutex<Option<std::time::Instant>>>,
     storage: Storage,
     reader: StateReader,
     events: broadcast::Sender<StateEvent>,
@@ -119,8 +120,10 @@ impl RaftNode {
         let mut tasks = Vec::new();
         let hooks = Arc::new(AppHooks::default());
         let identity = Arc::new(cfg.identity.clone());
+        let last_append = Arc::new(Mutex::new(None));
         let ctx = Arc::new(server::ServerCtx {
             node_id,
+            last_append: last_append.clone(),
             identity: cfg.identity.clone(),
             raft: raft.clone(),
             hooks: hooks.clone(),
@@ -150,6 +153,7 @@ impl RaftNode {
             raft,
             identity,
             hooks,
+            last_append,
             reader: storage.reader(),
             storage,
             events,
@@ -352,6 +356,15 @@ impl RaftNode {
                 voter: voters.contains(id),
             })
             .collect()
+    }
+
+    /// Time since a leader's AppendEntries (a heartbeat at least) last succeeded here;
+    /// `None` if none ever did.
+    pub fn since_leader_append(&self) -> Option<Duration> {
+        self.last_append
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
     }
 
     pub fn identity(&self) -> &ClusterIdentity {

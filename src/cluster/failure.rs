@@ -25,10 +25,19 @@ pub async fn run(cluster: Arc<Cluster>) {
     let mut last_ok: HashMap<NodeId, Instant> = HashMap::new();
     let mut was_leader = false;
     let mut was_member = false;
+    let mut last_leader = None;
     loop {
         interval.tick().await;
         let me = cluster.node_id();
         let status = cluster.raft.status();
+        if status.current_leader != last_leader {
+            // A newly elected leader was chosen by a majority that includes our log: that
+            // is contact, even before its first ping.
+            if status.current_leader.is_some_and(|l| l != me) {
+                cluster.note_leader_contact();
+            }
+            last_leader = status.current_leader;
+        }
         let member = status.membership.contains(&me) || status.learners.contains(&me);
         if was_member && !member && !status.membership.is_empty() {
             tracing::warn!(

@@ -116,6 +116,16 @@ pub async fn remove(cluster: &Cluster, node: NodeId) -> Result<(), String> {
         .await
         .map_err(|e| format!("removing node {node}: {e}"))?;
     tracing::info!(node, "node removed from the cluster");
+    if node != cluster.node_id() {
+        let _ = cluster
+            .call_within(
+                &member.addr,
+                node,
+                &ClusterRequest::YouWereRemoved,
+                std::time::Duration::from_secs(2),
+            )
+            .await;
+    }
     // Routes of a removed node are as dead as a crashed node's; its down mark goes too.
     let _ = cluster.raft.propose(Command::DropNodeRoutes { node }).await;
     let _ = cluster

@@ -163,7 +163,13 @@ impl Cluster {
                 .map(Duration::from_millis);
             status.membership.len() == 1 || quorum_age.is_some_and(|a| a < self.failure_timeout())
         } else {
-            self.leader_contact_age() < self.failure_timeout()
+            // Heartbeats from the leader are the finest sign; the leader's pings and a
+            // fresh election count too.
+            let heartbeat = self.raft.since_leader_append();
+            let age = heartbeat.map_or(self.leader_contact_age(), |h| {
+                h.min(self.leader_contact_age())
+            });
+            age < self.failure_timeout()
         }
     }
 
@@ -229,7 +235,7 @@ impl Cluster {
             .saturating_sub(Duration::from_millis(at))
     }
 
-    fn note_leader_contact(&self) {
+    pub(crate) fn note_leader_contact(&self) {
         self.last_leader_contact
             .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
     }
@@ -279,6 +285,23 @@ impl Cluster {
     async fn handle(&self, from: NodeId, request: ClusterRequest) -> ClusterResponse {
         match request {
             ClusterRequest::Info => ClusterResponse::Info(self.info()),
+            ClusterRequest::YouWereRemoved => {
+                let members = self.raft.members();
+                let leader_is = |m: &chorus_raft::Member| m.id == from && m.voter;
+                // Only a voter of our membership may say so, and only of us.
+                if members.iter().any(leader_is) {
+                    tracing::warn!(
+                        node = self.node_id(),
+                        by = from,
+                        "removed from the cluster; stopping"
+                    );
+                    self.stop_serving(
+                        "this node was removed from the cluster; reconnect to another node",
+                    );
+                    self.request_stop(Stop::Left);
+                }
+                ClusterResponse::Removed
+            }
             ClusterRequest::Ping { leader, .. } => {
                 if self.raft.status().current_leader == Some(leader) && leader == from {
                     self.note_leader_contact();
@@ -325,17 +348,28 @@ impl Cluster {
             return None;
         }
         Some(async move {
-            let Some(leader) = leader else {
-                return ClusterResponse::Refused(
-                    "no leader is known right now; retry in a few seconds".into(),
-                );
-            };
-            let Some(addr) = self.raft.member_addr(leader) else {
-                return ClusterResponse::Refused(format!("leader {leader} has no address"));
-            };
-            self.call(&addr, leader, &request)
-                .await
-                .unwrap_or_else(ClusterResponse::Refused)
+            // Right after a leader left or died there is none for an election's length.
+            let deadline = tokio::time::Instant::now() + self.task_timeout();
+            loop {
+                let leader = self.raft.status().current_leader;
+                if leader == Some(self.node_id()) {
+                    return Box::pin(self.handle(self.node_id(), request)).await;
+                }
+                if let Some((leader, addr)) =
+                    leader.and_then(|l| self.raft.member_addr(l).map(|a| (l, a)))
+                {
+                    return self
+                        .call(&addr, leader, &request)
+                        .await
+                        .unwrap_or_else(ClusterResponse::Refused);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return ClusterResponse::Refused(
+                        "no leader is known right now; retry in a few seconds".into(),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         })
     }
 

@@ -20,6 +20,9 @@ pub enum ClusterRequest {
     Remove { node: NodeId },
     /// The leader's liveness probe; a follower that gets it knows it is in contact.
     Ping { leader: NodeId, term: u64 },
+    /// Sent by the leader to a node it just removed, which may never see the membership
+    /// entry that removed it.
+    YouWereRemoved,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,12 +25,27 @@ pub mod cluster;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chorus");
 
+/// A port no other test of this process was given, below the ephemeral range: a port
+/// the kernel picked for us (`bind(0)`) can be taken by some outgoing connection's local
+/// port before the node binds it, which many nodes connecting to each other make likely.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap();
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = 20_000 + (rand::random::<u16>() % 12_000);
+        if given.contains(&port) {
+            continue;
+        }
+        let tcp = StdListener::bind(("127.0.0.1", port)).is_ok();
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if tcp && udp {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// One `chorus serve` process with its own data dir and ports.

@@ -47,6 +47,8 @@ pub struct AppHooks {
 
 pub(crate) struct ServerCtx {
     pub node_id: NodeId,
+    /// When this node last heard AppendEntries (heartbeats included) from a leader.
+    pub last_append: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     pub identity: ClusterIdentity,
     pub raft: Raft<TypeConfig>,
     pub hooks: Arc<AppHooks>,
@@ -250,7 +252,12 @@ async fn serve_connection(
         let raft = &ctx.raft;
         let response = match codec::decode::<RpcRequest>(&frame) {
             Ok(RpcRequest::AppendEntries(req)) => {
-                RpcResponse::AppendEntries(raft.append_entries(req).await)
+                let resp = raft.append_entries(req).await;
+                if matches!(&resp, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+                    *ctx.last_append.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(std::time::Instant::now());
+                }
+                RpcResponse::AppendEntries(resp)
             }
             Ok(RpcRequest::Vote(req)) => RpcResponse::Vote(raft.vote(req).await),
             Ok(RpcRequest::InstallSnapshot(req)) => {
