@@ -216,7 +216,19 @@ impl Submit {
         };
         *slot = Some(conn);
         match answer {
-            RpcResponse::ClientWrite(Ok(resp)) => Ok(resp),
+            RpcResponse::ClientWrite(Ok((index, resp))) => {
+                // The caller reads this node's replica next: it must hold the write.
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.raft
+                    .wait(Some(wait))
+                    .applied_index_at_least(Some(index), "forwarded write applied here")
+                    .await
+                    .map_err(|_| RaftError::Timeout {
+                        what: "applying a forwarded write on this node",
+                        after: PROPOSE_TIMEOUT,
+                    })?;
+                Ok(resp)
+            }
             RpcResponse::ClientWrite(Err(ForwardError::NotLeader { leader })) => {
                 Err(RaftError::NotLeader { leader })
             }

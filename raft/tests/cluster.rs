@@ -119,7 +119,9 @@ async fn node_added_after_the_log_was_purged_catches_up_by_snapshot() {
         chorus_raft::CommandResult::UserExists
     );
     assert!(n1.status().last_applied.unwrap() > before);
+    // Read your writes: the follower's own replica holds the write when propose returns.
     assert!(n2.state().user("from-follower@x").is_some());
+    assert!(n3.state().user("from-follower@x").is_some());
     // Linearizable reads are the leader's job too.
     n1.ensure_linearizable().await.unwrap();
     assert!(matches!(

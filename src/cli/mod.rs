@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Commands {
     /// Run a node (with no flags: a one-node cluster for `localhost`, data in ./data).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Add, remove, list accounts and change passwords.
     #[command(subcommand)]
     User(user::UserCommand),

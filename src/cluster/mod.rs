@@ -284,7 +284,7 @@ impl Cluster {
 
     async fn handle(&self, from: NodeId, request: ClusterRequest) -> ClusterResponse {
         match request {
-            ClusterRequest::Info => ClusterResponse::Info(self.info()),
+            ClusterRequest::Info => ClusterResponse::Info(Box::new(self.info())),
             ClusterRequest::YouWereRemoved => {
                 let members = self.raft.members();
                 let leader_is = |m: &chorus_raft::Member| m.id == from && m.voter;
@@ -409,7 +409,7 @@ impl Cluster {
     /// What a node at a seed address says about itself.
     pub async fn probe(&self, addr: &str) -> Result<NodeInfo, String> {
         match self.call(addr, ANY_NODE, &ClusterRequest::Info).await? {
-            ClusterResponse::Info(info) => Ok(info),
+            ClusterResponse::Info(info) => Ok(*info),
             other => Err(format!("{addr} answered {other:?}")),
         }
     }

@@ -27,7 +27,7 @@ pub enum ClusterRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClusterResponse {
-    Info(NodeInfo),
+    Info(Box<NodeInfo>),
     Joined { cluster_id: Option<String> },
     Removed,
     Pong,

@@ -33,7 +33,7 @@ pub async fn status(State(state): State<ApiState>) -> Json<Value> {
                 .call_within(&addr, id, &ClusterRequest::Info, MEMBER_INFO_TIMEOUT)
                 .await
             {
-                Ok(ClusterResponse::Info(info)) => Some(info),
+                Ok(ClusterResponse::Info(info)) => Some(*info),
                 _ => None,
             }
         }

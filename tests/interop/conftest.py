@@ -47,6 +47,10 @@ class Node:
         return str(self.dir / "tls" / "cert.pem")
 
     def start(self):
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self):
         log = open(self.dir / "node.log", "wb")
         self.proc = subprocess.Popen(
             [
@@ -61,7 +65,10 @@ class Node:
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            env={**os.environ, "RUST_LOG": os.environ.get("TEST_RUST_LOG", "info,chorus=debug,openraft=warn")},
         )
+
+    def wait_ready(self):
         deadline = time.time() + 60
         while not (self.dir / "api.json").exists():
             if self.proc.poll() is not None:
@@ -92,6 +99,28 @@ def node():
     n.start()
     yield n
     n.stop()
+
+
+@pytest.fixture
+def cluster3():
+    """Three nodes started at once that find each other through --seed (issue 5)."""
+    name = f"interop-{os.getpid()}-{time.monotonic_ns()}"
+    nodes = [Node() for _ in range(3)]
+    seeds = [a for n in nodes for a in ("--seed", f"127.0.0.1:{n.cluster}")]
+    for n in nodes:
+        n.extra_args = (
+            "--cluster-name", name, "--cluster-secret", "interop-secret",
+            "--bootstrap-expect", "3", "--set", "cluster.startup.delay=1",
+            "--set", "cluster.multicast.enabled=false", *seeds,
+        )
+        n.spawn()
+    try:
+        for n in nodes:
+            n.wait_ready()
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
 
 
 @pytest.fixture

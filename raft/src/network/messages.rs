@@ -93,6 +93,8 @@ pub enum RpcResponse {
     ),
     /// The request frame could not be decoded; the connection is closed after this.
     BadRequest(String),
-    ClientWrite(Result<Response, ForwardError>),
+    /// The response and the index of the log entry that carried the request, so that the
+    /// follower can wait until its own replica has applied it (read your writes).
+    ClientWrite(Result<(u64, Response), ForwardError>),
     App(Result<Vec<u8>, String>),
 }

@@ -265,7 +265,7 @@ async fn serve_connection(
             }
             Ok(RpcRequest::ClientWrite(req)) => {
                 RpcResponse::ClientWrite(match raft.client_write(req).await {
-                    Ok(resp) => Ok(resp.data),
+                    Ok(resp) => Ok((resp.log_id.index, resp.data)),
                     Err(openraft::error::RaftError::APIError(
                         openraft::error::ClientWriteError::ForwardToLeader(f),
                     )) => Err(ForwardError::NotLeader {
