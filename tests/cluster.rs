@@ -126,6 +126,105 @@ async fn three_nodes_find_each_other_by_multicast_and_form_one_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_beyond_the_voter_count_are_learners_that_serve_clients() {
+    let nodes = start_cluster(
+        &unique("voters"),
+        3,
+        Find::Seeds,
+        &["--set", "cluster.voters=2"],
+    );
+    eventually("two voters and one learner", || {
+        let s = status(&nodes[0]);
+        let members = s["members"].as_array().unwrap();
+        members.len() == 3 && members.iter().filter(|m| m["voter"] == true).count() == 2
+    });
+    let s = status(&nodes[0]);
+    let learner = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["voter"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let on_learner = nodes.iter().position(|n| node_id(n) == learner).unwrap();
+    let on_voter = (on_learner + 1) % 3;
+    nodes[on_voter].add_user("lena@localhost", "pw");
+    nodes[on_learner].add_user("vic@localhost", "pw");
+    let mut lena = Client::login(&nodes[on_learner], "lena", "pw", "l").await;
+    let mut vic = Client::login(&nodes[on_voter], "vic", "pw", "v").await;
+    vic.sync("v0").await;
+    lena.send("<message to='vic@localhost' type='chat'><body>from a learner</body></message>")
+        .await;
+    let m = vic.recv_until(|e| e.name() == "message").await;
+    assert_eq!(body_of(&m).as_deref(), Some("from a learner"));
+}
+
+/// A Prometheus counter's value in a node's /metrics.
+fn metric(node: &TestNode, name: &str) -> u64 {
+    let body = ureq::get(&format!("http://127.0.0.1:{}/metrics", node.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_beacons_are_counted_and_a_disabled_cluster_sends_none() {
+    let nodes = start_cluster(&unique("beacons"), 2, Find::Multicast, &[]);
+    assert_one_cluster(&nodes);
+    // Garbage and an unsigned beacon on the group: ignored, counted, harmless.
+    let port: u16 = nodes[0]
+        .extra
+        .iter()
+        .find_map(|a| {
+            a.strip_prefix("cluster.multicast.port=")
+                .map(|p| p.parse().unwrap())
+        })
+        .unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    sock.set_multicast_if_v4(&"127.0.0.1".parse().unwrap())
+        .unwrap();
+    let group: socket2::SockAddr = std::net::SocketAddr::from(([224, 2, 2, 3], port)).into();
+    sock.send_to(b"not a beacon", &group).unwrap();
+    let unsigned = br#"{"cluster_name":"x","node_id":1,"cluster_addr":"127.0.0.1:1","protocol":3,"cluster_id":null,"sent_at_ms":0,"nonce":0}"#;
+    sock.send_to(unsigned, &group).unwrap();
+    eventually("the bad datagrams are counted", || {
+        metric(&nodes[1], "chorus_discovery_beacons_malformed_total") >= 1
+            && metric(&nodes[1], "chorus_discovery_beacons_unsigned_total") >= 1
+    });
+    assert_eq!(member_ids(&status(&nodes[1])).len(), 2);
+
+    // While clustering is disabled no beacons go out; enabled, they resume.
+    let out = nodes[0].cli(&["cluster", "disable"]);
+    assert!(out.status.success());
+    let mut last = (0, 0);
+    eventually("beacons stop", || {
+        let now = (
+            metric(&nodes[0], "chorus_discovery_beacons_sent_total"),
+            metric(&nodes[1], "chorus_discovery_beacons_sent_total"),
+        );
+        let stopped = now == last;
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        stopped
+    });
+    let out = nodes[1].cli(&["cluster", "enable"]);
+    assert!(out.status.success());
+    let before = metric(&nodes[0], "chorus_discovery_beacons_sent_total");
+    eventually("beacons resume", || {
+        metric(&nodes[0], "chorus_discovery_beacons_sent_total") > before
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_the_wrong_secret_is_refused() {
     let nodes = start_cluster(&unique("secret"), 1, Find::Seeds, &[]);
     let name = status(&nodes[0])["cluster_name"]
@@ -251,11 +350,12 @@ async fn sigkill_of_a_node_tells_each_contact_once_and_its_users_fail_over() {
     eventually("the restarted node is up again", || {
         common::cluster::member_state(&status(&nodes[1]), &killed).as_deref() == Some("up")
     });
-    let routes = nodes[0].api_get("/api/v1/users/alice@localhost");
-    let text = routes.to_string();
+    let user = nodes[0].api_get("/api/v1/users/alice@localhost");
+    let routes = user["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{user}");
     assert!(
-        !text.contains(&killed),
-        "no route on the restarted node: {routes}"
+        routes.iter().all(|r| r["node"] != killed.as_str()),
+        "no route on the restarted node: {user}"
     );
     let mut dave_on_0 = Client::login(&nodes[0], "bob", "pw", "second").await;
     dave_on_0.sync("s0").await;
@@ -293,6 +393,12 @@ async fn a_node_cut_off_from_the_majority_disconnects_its_clients_until_it_is_ba
     }
     eventually("the node serves again", || {
         status(&nodes[lonely])["serving"] == serde_json::Value::Bool(true)
+    });
+    // No ghost: the stream that was cut off has no route left anywhere.
+    eventually("erin's dead stream has no route", || {
+        nodes
+            .iter()
+            .all(|n| n.api_get("/api/v1/users/erin@localhost")["routes"] == serde_json::json!([]))
     });
     let mut erin = Client::login(&nodes[lonely], "erin", "pw", "e").await;
     erin.sync("e1").await;

@@ -90,10 +90,10 @@ pub async fn form(cluster: &Cluster, plan: Plan<'_>) -> Result<()> {
         fresh.dedup_by_key(|c| c.id);
         if fresh.len() as u64 >= settings.bootstrap_expect {
             if fresh[0].id == me.id {
-                let chosen: Vec<Candidate> = fresh
-                    .into_iter()
-                    .take(settings.bootstrap_expect.max(1) as usize)
-                    .collect();
+                // Beyond `cluster.voters`, the others join as learners once the cluster
+                // exists (they see its id and ask to join).
+                let voters = settings.bootstrap_expect.min(settings.voters).max(1) as usize;
+                let chosen: Vec<Candidate> = fresh.into_iter().take(voters).collect();
                 return initialise(cluster, &chosen).await;
             }
             // The smallest id forms the cluster and adds us; wait for it.

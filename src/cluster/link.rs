@@ -67,7 +67,7 @@ pub struct Links {
     peers: Mutex<HashMap<NodeId, Peer>>,
     inbound: Arc<OnceLock<Inbound>>,
     resources: Arc<Resources>,
-    pub stats: LinkStats,
+    pub stats: Arc<LinkStats>,
 }
 
 impl Links {
@@ -83,7 +83,7 @@ impl Links {
             peers: Mutex::new(HashMap::new()),
             inbound: Arc::default(),
             resources,
-            stats: LinkStats::default(),
+            stats: Arc::default(),
         });
         let (accepted, mut streams) = mpsc::channel::<LinkStream>(64);
         raft.set_link_acceptor(accepted);
@@ -169,6 +169,7 @@ impl Links {
                 inbound: self.inbound.clone(),
                 resources: self.resources.clone(),
                 up: up.clone(),
+                stats: self.stats.clone(),
             };
             tokio::spawn(task.run(rx, incoming_rx));
             Peer {
@@ -198,6 +199,7 @@ struct LinkTask {
     inbound: Arc<OnceLock<Inbound>>,
     resources: Arc<Resources>,
     up: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
 }
 
 impl LinkTask {
@@ -230,6 +232,7 @@ impl LinkTask {
                 }
             };
             backoff = BACKOFF_MIN;
+            self.stats.connects.fetch_add(1, Ordering::Relaxed);
             tracing::info!(node = self.me, peer = self.peer, "peer link up");
             let replaced = self.serve(stream, &mut queue, &mut incoming).await;
             self.up.store(false, Ordering::Release);
@@ -276,6 +279,7 @@ impl LinkTask {
         }
         self.up.store(true, Ordering::Release);
         let (peer, inbound, resources) = (self.peer, self.inbound.clone(), self.resources.clone());
+        let stats = self.stats.clone();
         let mut reader = tokio::spawn(async move {
             loop {
                 let frame = match read_frame(&mut read, MAX_LINK_FRAME).await {
@@ -285,6 +289,7 @@ impl LinkTask {
                         return;
                     }
                 };
+                stats.received.fetch_add(1, Ordering::Relaxed);
                 match decode::<PeerMessage>(&frame) {
                     Ok(PeerMessage::Resource(r)) if r.node == peer => resources.learn(r),
                     Ok(PeerMessage::Resource(_)) => {}

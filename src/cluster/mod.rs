@@ -62,6 +62,7 @@ pub struct Cluster {
     pub sessions: AtomicU64,
     pub c2s_addr: Mutex<String>,
     pub http_addr: Mutex<String>,
+    discovery: Mutex<Option<Arc<discovery::Discovery>>>,
 }
 
 impl Cluster {
@@ -87,6 +88,7 @@ impl Cluster {
             sessions: AtomicU64::new(0),
             c2s_addr: Mutex::default(),
             http_addr: Mutex::default(),
+            discovery: Mutex::default(),
         });
         let weak = Arc::downgrade(&cluster);
         cluster.raft.set_app_handler(Arc::new(move |from, bytes| {
@@ -100,6 +102,27 @@ impl Cluster {
             })
         }));
         cluster
+    }
+
+    pub fn set_discovery(&self, d: Arc<discovery::Discovery>) {
+        *self.discovery.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    }
+
+    pub fn discovery(&self) -> Option<Arc<discovery::Discovery>> {
+        self.discovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Members the leader has marked down.
+    pub fn down_nodes(&self) -> usize {
+        let state = self.raft.state();
+        self.raft
+            .members()
+            .iter()
+            .filter(|m| state.setting(&chorus_raft::node_down_key(m.id)).is_some())
+            .count()
     }
 
     pub fn node_id(&self) -> NodeId {

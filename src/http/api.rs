@@ -208,17 +208,22 @@ async fn show_user(
         ));
     }
     let roster = crate::im::roster::load(&replica, &user);
-    let online = replica
-        .routes_of(&user)
-        .into_iter()
-        .map(|(full, _)| full)
+    let routes = replica.routes_of(&user);
+    let online = routes
+        .iter()
+        .map(|(full, _)| full.clone())
         .collect::<Vec<_>>();
+    let routes: Vec<Value> = routes
+        .into_iter()
+        .map(|(full, r)| json!({ "jid": full, "node": r.node.to_string(), "session": r.session }))
+        .collect();
     Ok(Json(json!({
         "jid": user,
         "roster_items": roster.items.len(),
         "pending_subscription_requests": roster.pending_in.len(),
         "offline_messages": replica.queue_len(&user, crate::im::offline::QUEUE),
         "resources": online,
+        "routes": routes,
     })))
 }
 

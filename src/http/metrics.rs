@@ -113,6 +113,72 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
         ConstCounter::new(raft.commands_proposed),
     );
 
+    let cluster = &state.cluster;
+    let links = &cluster.links.stats;
+    let link_counters = [
+        ("peer_link_messages_sent", "messages queued on peer links", links.sent.load(Ordering::Relaxed)),
+        ("peer_link_messages_received", "messages received on peer links", links.received.load(Ordering::Relaxed)),
+        (
+            "peer_link_refused_down",
+            "messages refused because the peer's link was down (stanzas fall back to offline storage or bounce)",
+            links.refused_down.load(Ordering::Relaxed),
+        ),
+        (
+            "peer_link_refused_full",
+            "messages refused because the peer's link queue was full",
+            links.refused_full.load(Ordering::Relaxed),
+        ),
+        ("peer_link_connects", "peer link connections made", links.connects.load(Ordering::Relaxed)),
+    ];
+    for (name, help, value) in link_counters {
+        registry.register(name, help, ConstCounter::new(value));
+    }
+    if let Some(d) = cluster.discovery() {
+        let d = d.stats();
+        let beacons = [
+            ("discovery_beacons_sent", "multicast beacons sent", d.sent),
+            ("discovery_beacons_accepted", "beacons accepted", d.accepted),
+            (
+                "discovery_beacons_unsigned",
+                "beacons ignored: not signed",
+                d.unsigned,
+            ),
+            (
+                "discovery_beacons_bad_signature",
+                "beacons ignored: signed with another secret",
+                d.bad_signature,
+            ),
+            (
+                "discovery_beacons_other_cluster",
+                "beacons ignored: another cluster name",
+                d.other_cluster,
+            ),
+            (
+                "discovery_beacons_malformed",
+                "datagrams ignored: not a beacon",
+                d.malformed,
+            ),
+        ];
+        for (name, help, value) in beacons {
+            registry.register(name, help, ConstCounter::new(value));
+        }
+    }
+    registry.register(
+        "cluster_serving",
+        "1 if this node serves clients (in contact with the majority)",
+        ConstGauge::new(i64::from(cluster.serving())),
+    );
+    registry.register(
+        "cluster_members",
+        "members (voters and learners)",
+        ConstGauge::new(cluster.raft.members().len() as i64),
+    );
+    registry.register(
+        "cluster_nodes_down",
+        "members the leader has marked down",
+        ConstGauge::new(cluster.down_nodes() as i64),
+    );
+
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {
         return (

@@ -80,6 +80,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
     .await?;
     files::clear_join_request(&data_dir);
     if let Some(d) = &discovery {
+        cluster.set_discovery(d.clone());
         tokio::spawn(announce(cluster.clone(), d.clone()));
     }
 

@@ -34,6 +34,9 @@ pub struct Router {
     offline: Option<tokio::sync::mpsc::Sender<crate::im::offline::ForLater>>,
     offline_limit: u64,
     sessions: HashMap<String, SessionHandle>,
+    /// Routes on this node with no live stream at the last sweep: unbound if still so at
+    /// the next one (the grace covers a bind whose session has not registered yet).
+    ghost_suspects: std::collections::HashSet<(String, String)>,
     users: HashMap<String, (Addr<UserActor>, usize)>,
     stats: RouterStats,
 }
@@ -50,6 +53,7 @@ impl Router {
             offline: None,
             offline_limit,
             sessions: HashMap::new(),
+            ghost_suspects: Default::default(),
             users: HashMap::new(),
             stats: RouterStats::default(),
         }
@@ -202,6 +206,38 @@ impl Router {
         }
     }
 
+    /// Routes this node holds in the table without a live stream (an unbind that failed
+    /// to commit, say during a partition) are unbound, so that the routing table comes
+    /// to equal the set of live client streams.
+    fn sweep_ghosts(&mut self) {
+        if !self.cluster.serving() {
+            return;
+        }
+        let mut missing = std::collections::HashSet::new();
+        for (full_jid, route) in self.state.routes_on_node(self.node_id) {
+            let live = self
+                .sessions
+                .get(&full_jid)
+                .is_some_and(|h| h.session_id == route.session);
+            if live {
+                continue;
+            }
+            let key = (full_jid, route.session);
+            if self.ghost_suspects.contains(&key) {
+                tracing::info!(jid = %key.0, "unbinding a route with no live stream");
+                let raft = self.raft.clone();
+                let (full_jid, session) = key.clone();
+                tokio::spawn(async move {
+                    let _ = raft
+                        .propose(chorus_raft::Command::UnbindResource { full_jid, session })
+                        .await;
+                });
+            }
+            missing.insert(key);
+        }
+        self.ghost_suspects = missing;
+    }
+
     /// Sends a stanza to another node's router; false when the link cannot take it now.
     fn forward(&self, node: u64, stanza: &Element) -> bool {
         let msg = PeerMessage::Route {
@@ -326,6 +362,10 @@ pub fn deliver_or_kick(handle: &SessionHandle, stanza: Element) {
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.cluster.failure_timeout(), |act, _| act.sweep_ghosts());
+    }
 }
 
 impl Handler<Register> for Router {
