@@ -520,11 +520,29 @@ impl Settings {
                 message: "must not be empty".into(),
             });
         }
+        if !(1..=255).contains(&self.cluster.multicast.ttl) {
+            return Err(ConfigError::BadValue {
+                key: "cluster.multicast.ttl".into(),
+                message: "must be between 1 and 255".into(),
+            });
+        }
+        if let Ok(addr) = self.cluster.listen.parse::<SocketAddr>() {
+            if addr.ip().is_unspecified() {
+                return Err(ConfigError::BadValue {
+                    key: "cluster.listen".into(),
+                    message: format!(
+                        "`{}` is not an address other nodes can reach: the node announces \
+                         this address to its peers; give the IP of an interface",
+                        self.cluster.listen
+                    ),
+                });
+            }
+        }
         for seed in self.seeds() {
-            if seed
-                .rsplit_once(':')
-                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-            {
+            let valid = seed.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+            if !valid {
                 return Err(ConfigError::BadValue {
                     key: "cluster.seeds".into(),
                     message: format!("`{seed}` is not a HOST:PORT address"),
@@ -791,5 +809,28 @@ mod tests {
             env_name("c2s.allow_plaintext_auth"),
             "CHORUS_C2S_ALLOW_PLAINTEXT_AUTH"
         );
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let bad = |key: &str, value: &str| {
+            let err = Settings::load(None, &vec![], &vec![flag(key, value)]).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}={value}: {err}");
+        };
+        bad("cluster.seeds", "10.0.0.1");
+        bad("cluster.seeds", ":7070");
+        bad("cluster.seeds", "10.0.0.1:0");
+        bad("cluster.listen", "0.0.0.0:7070");
+        bad("cluster.multicast.group", "10.0.0.1");
+        bad("cluster.multicast.ttl", "0");
+        bad("cluster.failure.timeout", "1");
+        bad("cluster.name", "");
+        let ok = Settings::load(
+            None,
+            &vec![],
+            &vec![flag("cluster.seeds", "10.0.0.1:7070, node2:7070")],
+        )
+        .unwrap();
+        assert_eq!(ok.seeds(), vec!["10.0.0.1:7070", "node2:7070"]);
     }
 }

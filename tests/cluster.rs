@@ -533,3 +533,85 @@ async fn a_five_node_cluster_keeps_serving_with_two_nodes_down() {
     let m = ivy.recv_until(|e| e.name() == "message").await;
     assert_eq!(body_of(&m).as_deref(), Some("still here"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_on_two_nodes_gets_carbons_roster_pushes_probes_and_bare_messages() {
+    let nodes = start_cluster(&unique("multi"), 3, Find::Seeds, &[]);
+    nodes[0].add_user("alice@localhost", "pw");
+    nodes[0].add_user("bob@localhost", "pw");
+    let mut a1 = Client::login(&nodes[0], "alice", "pw", "a1").await;
+    let mut bob = Client::login(&nodes[2], "bob", "pw", "b").await;
+    befriend(&mut a1, "alice@localhost", &mut bob, "bob@localhost").await;
+
+    // A second resource on another node: the probe at its login reaches bob's node and
+    // bob's presence comes back; the sibling on node 0 hears the new resource.
+    let mut a2 = Client::login(&nodes[1], "alice", "pw", "a2").await;
+    a2.recv_until(presence_from("bob@localhost/b", None)).await;
+    a1.recv_until(presence_from("alice@localhost/a2", None))
+        .await;
+    for (c, id) in [(&mut a1, "e1"), (&mut a2, "e2")] {
+        let r = c
+            .iq(&format!(
+                "<iq type='set' id='{id}'><enable xmlns='urn:xmpp:carbons:2'/></iq>"
+            ))
+            .await;
+        common::assert_result(&r);
+    }
+    // Both asked for the roster, so both get pushes, whichever node made the change.
+    for (c, id) in [(&mut a1, "r1"), (&mut a2, "r2")] {
+        c.iq(&format!(
+            "<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"
+        ))
+        .await;
+    }
+    a1.sync("s1").await;
+    a2.sync("s2").await;
+
+    // received: bob writes to a1; a2 (other node) gets a carbon.
+    bob.send("<message to='alice@localhost/a1' type='chat'><body>one</body></message>")
+        .await;
+    let m = a1.recv_until(|e| e.name() == "message").await;
+    assert_eq!(body_of(&m).as_deref(), Some("one"));
+    let c = a2.recv_until(|e| e.name() == "message").await;
+    assert!(
+        c.get_child("received", "urn:xmpp:carbons:2").is_some(),
+        "a received carbon on the other node: {c:?}"
+    );
+    // sent: a2 writes to bob; a1 (other node) gets a carbon.
+    a2.send("<message to='bob@localhost' type='chat'><body>two</body></message>")
+        .await;
+    let m = bob.recv_until(|e| e.name() == "message").await;
+    assert_eq!(body_of(&m).as_deref(), Some("two"));
+    let c = a1.recv_until(|e| e.name() == "message").await;
+    assert!(
+        c.get_child("sent", "urn:xmpp:carbons:2").is_some(),
+        "a sent carbon on the other node: {c:?}"
+    );
+
+    // A roster change on node 0 is pushed to the resource on node 1.
+    a1.iq("<iq type='set' id='add'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='Carol'/></query></iq>")
+        .await;
+    let push = a2
+        .recv_until(|e| e.name() == "iq" && e.attr("type") == Some("set"))
+        .await;
+    assert!(push.to_xml().contains("carol@localhost"), "{push:?}");
+
+    // To the bare JID, with a1 at a higher priority: only a1 gets it (RFC 6121 8.5.2.1.1),
+    // though the decision is made on bob's node... or alice's: either way the same.
+    a1.send("<presence><priority>5</priority></presence>").await;
+    a2.recv_until(presence_from("alice@localhost/a1", None))
+        .await;
+    bob.send("<message to='alice@localhost' type='chat'><body>three</body></message>")
+        .await;
+    let m = a1
+        .recv_until(|e| e.name() == "message" && body_of(e).is_some())
+        .await;
+    assert_eq!(body_of(&m).as_deref(), Some("three"));
+    let seen = drain(&mut a2, "d-a2").await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.name() == "message" && body_of(e).as_deref() == Some("three")),
+        "the lower-priority resource does not get it directly: {seen:?}"
+    );
+}

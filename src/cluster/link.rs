@@ -25,6 +25,8 @@ use super::resources::Resources;
 const MAX_LINK_FRAME: usize = 4 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often the set of links is checked against the membership.
+const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
 
 /// Where messages from peers go (the router).
 pub type Inbound = actix::Recipient<FromPeer>;
@@ -87,6 +89,18 @@ impl Links {
         });
         let (accepted, mut streams) = mpsc::channel::<LinkStream>(64);
         raft.set_link_acceptor(accepted);
+        // Links come up as soon as a member is known, not at the first stanza, so that
+        // resource state is exchanged before anyone needs it.
+        let weak = Arc::downgrade(&links);
+        tokio::spawn(async move {
+            loop {
+                match weak.upgrade() {
+                    Some(links) => links.connect_members(),
+                    None => return,
+                }
+                tokio::time::sleep(MEMBERSHIP_CHECK).await;
+            }
+        });
         let weak = Arc::downgrade(&links);
         tokio::spawn(async move {
             while let Some(LinkStream { peer, stream }) = streams.recv().await {

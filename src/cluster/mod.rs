@@ -215,6 +215,12 @@ impl Cluster {
         self.serving.send_replace(false);
     }
 
+    /// Undoes `stop_serving` when what it prepared for did not happen (a refused leave).
+    pub fn resume_serving(&self) {
+        self.stopping.store(false, Ordering::Release);
+        self.refresh_serving();
+    }
+
     /// Whether this node serves clients, from its contact with the majority.
     fn update_serving(&self, in_contact: bool) {
         let serve = in_contact
