@@ -8,7 +8,7 @@
 //! kept per pair: one queue, one connection, one reader.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ use super::resources::Resources;
 const MAX_LINK_FRAME: usize = 4 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Bytes queued for one peer at most: with stanzas of up to `c2s.max_stanza_bytes`, a
+/// count alone would let a stalled peer pin gigabytes.
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// How often the set of links is checked against the membership.
 const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
 
@@ -48,6 +51,7 @@ pub enum SendError {
 
 struct Peer {
     queue: mpsc::Sender<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
     /// Streams the peer dialled to us, for the side that waits.
     incoming: mpsc::Sender<TcpStream>,
     up: Arc<AtomicBool>,
@@ -125,15 +129,30 @@ impl Links {
 
     /// Queues `msg` for `node`; refused at once when the link is down or full.
     pub fn send(&self, node: NodeId, msg: &PeerMessage) -> Result<(), SendError> {
-        let Some((queue, up)) = self.peer(node).map(|p| (p.queue.clone(), p.up.clone())) else {
+        let Some(peer) = self.peer(node) else {
             self.stats.refused_down.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Down);
         };
-        if !up.load(Ordering::Acquire) {
+        if !peer.up.load(Ordering::Acquire) {
             self.stats.refused_down.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Down);
         }
-        match queue.try_send(encode(msg)) {
+        let frame = encode(msg);
+        let len = frame.len();
+        if peer.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES {
+            peer.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = node,
+                "peer link byte budget exhausted; message refused"
+            );
+            return Err(SendError::Full);
+        }
+        let result = peer.queue.try_send(frame);
+        if result.is_err() {
+            peer.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+        match result {
             Ok(()) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -176,7 +195,9 @@ impl Links {
             let (queue, rx) = mpsc::channel(self.queue_capacity);
             let (incoming, incoming_rx) = mpsc::channel(4);
             let up = Arc::new(AtomicBool::new(false));
+            let queued_bytes = Arc::new(AtomicUsize::new(0));
             let task = LinkTask {
+                queued_bytes: queued_bytes.clone(),
                 me: self.me,
                 peer: node,
                 raft: self.raft.clone(),
@@ -188,12 +209,14 @@ impl Links {
             tokio::spawn(task.run(rx, incoming_rx));
             Peer {
                 queue,
+                queued_bytes,
                 incoming,
                 up,
             }
         });
         Some(PeerRef {
             queue: p.queue.clone(),
+            queued_bytes: p.queued_bytes.clone(),
             incoming: p.incoming.clone(),
             up: p.up.clone(),
         })
@@ -202,6 +225,7 @@ impl Links {
 
 struct PeerRef {
     queue: mpsc::Sender<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
     incoming: mpsc::Sender<TcpStream>,
     up: Arc<AtomicBool>,
 }
@@ -214,6 +238,7 @@ struct LinkTask {
     resources: Arc<Resources>,
     up: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl LinkTask {
@@ -252,7 +277,9 @@ impl LinkTask {
             self.up.store(false, Ordering::Release);
             tracing::info!(node = self.me, peer = self.peer, "peer link down");
             // Whatever was queued for the old connection would arrive out of context.
-            while queue.try_recv().is_ok() {}
+            while let Ok(f) = queue.try_recv() {
+                self.queued_bytes.fetch_sub(f.len(), Ordering::AcqRel);
+            }
             if let Some(next) = replaced {
                 // The peer dialled again while we still held its old connection.
                 let _ = self.serve_again(next, &mut queue, &mut incoming).await;
@@ -330,7 +357,10 @@ impl LinkTask {
                     None => break None,
                 },
                 frame = queue.recv() => match frame {
-                    Some(f) => if let Err(e) = write_frame(&mut write, &f).await {
+                    Some(f) => if let Err(e) = {
+                        self.queued_bytes.fetch_sub(f.len(), Ordering::AcqRel);
+                        write_frame(&mut write, &f).await
+                    } {
                         tracing::debug!(peer = self.peer, error = %e, "peer link write failed");
                         break None;
                     },
