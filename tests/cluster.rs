@@ -615,3 +615,68 @@ async fn one_account_on_two_nodes_gets_carbons_roster_pushes_probes_and_bare_mes
         "the lower-priority resource does not get it directly: {seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_settings_are_read_from_any_node_after_a_write_on_another_and_cas_is_exclusive() {
+    use common::cluster::api;
+    use serde_json::json;
+    let nodes = start_cluster(&unique("settings"), 3, Find::Seeds, &[]);
+    let (s, v) = api(&nodes[2], "GET", "/api/v1/settings/k1", None);
+    assert_eq!((s, v["value"].clone()), (200, json!(null)));
+    let (s, _) = api(
+        &nodes[0],
+        "PUT",
+        "/api/v1/settings/k1",
+        Some(json!({"value": "a"})),
+    );
+    assert_eq!(s, 200);
+    // A read anywhere right after the write sees it (the leader's read index).
+    for n in &nodes {
+        let (s, v) = api(n, "GET", "/api/v1/settings/k1", None);
+        assert_eq!((s, v["value"].clone()), (200, json!("a")));
+    }
+    let cas =
+        |expect: serde_json::Value, value: &str| Some(json!({"expect": expect, "value": value}));
+    let (s, v) = api(
+        &nodes[1],
+        "POST",
+        "/api/v1/settings/k1/cas",
+        cas(json!("x"), "b"),
+    );
+    assert_eq!((s, v["current"].clone()), (409, json!("a")));
+    let (s, _) = api(
+        &nodes[1],
+        "POST",
+        "/api/v1/settings/k1/cas",
+        cas(json!("a"), "b"),
+    );
+    assert_eq!(s, 200);
+    let (s, _) = api(
+        &nodes[2],
+        "POST",
+        "/api/v1/settings/k1/cas",
+        cas(json!("a"), "c"),
+    );
+    assert_eq!(s, 409, "only one compare-and-set from a wins");
+    let (s, _) = api(
+        &nodes[2],
+        "POST",
+        "/api/v1/settings/k2/cas",
+        cas(json!(null), "new"),
+    );
+    assert_eq!(s, 200, "expect null: only if absent");
+    let (s, v) = api(
+        &nodes[0],
+        "PUT",
+        "/api/v1/settings/cluster.enabled",
+        Some(json!({"value": "false"})),
+    );
+    assert_eq!(s, 403, "{v}");
+    let (s, _) = api(
+        &nodes[0],
+        "PUT",
+        "/api/v1/settings/sys.node.down.1",
+        Some(json!({"value": "1"})),
+    );
+    assert_eq!(s, 403);
+}

@@ -354,6 +354,15 @@ impl Cluster {
                     Err(e) => ClusterResponse::Refused(e),
                 },
             },
+            ClusterRequest::ReadSetting { key } => {
+                match self.on_leader(ClusterRequest::ReadSetting { key: key.clone() }) {
+                    Some(forward) => forward.await,
+                    None => match self.raft.ensure_linearizable().await {
+                        Ok(()) => ClusterResponse::Setting(self.raft.state().setting(&key)),
+                        Err(e) => ClusterResponse::Refused(e.to_string()),
+                    },
+                }
+            }
             ClusterRequest::Remove { node } => {
                 match self.on_leader(ClusterRequest::Remove { node }) {
                     Some(forward) => forward.await,

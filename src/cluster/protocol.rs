@@ -23,6 +23,9 @@ pub enum ClusterRequest {
     /// Sent by the leader to a node it just removed, which may never see the membership
     /// entry that removed it.
     YouWereRemoved,
+    /// A linearizable read of a cluster setting, answered by the leader after it confirmed
+    /// its leadership with a quorum.
+    ReadSetting { key: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +35,7 @@ pub enum ClusterResponse {
     Removed,
     Pong,
     Refused(String),
+    Setting(Option<String>),
 }
 
 /// What one node says about itself (`cluster status`, seeds at start-up).

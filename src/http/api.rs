@@ -61,6 +61,11 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/users", get(list_users).post(add_user))
         .route("/api/v1/users/{jid}", get(show_user).delete(delete_user))
         .route("/api/v1/users/{jid}/password", put(set_password))
+        .route(
+            "/api/v1/settings/{key}",
+            get(super::settings::read).put(super::settings::write),
+        )
+        .route("/api/v1/settings/{key}/cas", post(super::settings::cas))
         .route("/api/v1/cluster", get(super::cluster::status))
         .route("/api/v1/cluster/join", post(super::cluster::join))
         .route("/api/v1/cluster/leave", post(super::cluster::leave))

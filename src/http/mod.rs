@@ -3,3 +3,4 @@
 pub mod api;
 pub mod cluster;
 pub mod metrics;
+pub mod settings;

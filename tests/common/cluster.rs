@@ -113,3 +113,33 @@ pub fn member_state(status: &serde_json::Value, id: &str) -> Option<String> {
         .find(|m| m["id"] == id)
         .map(|m| m["state"].as_str().unwrap_or_default().to_string())
 }
+
+/// One admin API request with the node's token; any status comes back (no panic on 4xx).
+pub fn api(
+    node: &TestNode,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(node.data_dir().join("admin.token")).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{}{path}", node.http);
+    let auth = format!("Bearer {}", token.trim());
+    let mut resp = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+        ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
+        ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+        ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
+        (m, b) => panic!("unsupported request {m} {b:?}"),
+    }
+    .unwrap();
+    let status = resp.status().as_u16();
+    let json = resp
+        .body_mut()
+        .read_json()
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
