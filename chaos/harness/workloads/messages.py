@@ -1,0 +1,125 @@
+"""messages: clients on every node send uniquely numbered chat messages to online and to
+offline recipients; at the end, after healing, every recipient logs in and reads what
+reached it (set-full: nothing acknowledged lost, nothing twice).
+
+A send is `ok` when a ping sent after it on the same stream is answered: the server has
+processed (routed or stored) the message. `info` when the stream died first (it may or
+may not have been accepted), `fail` when the server bounced it with an error."""
+
+import asyncio
+
+from xmpp_client import Client
+
+SENDERS_PER_NODE = 1
+ONLINE_RECIPIENTS = 4
+OFFLINE_RECIPIENTS = 4
+PASSWORD = "chaos-pw"
+QUIET = 3.0  # seconds without a new message that end a final read
+
+
+def accounts(domain):
+    senders = [f"ms{i}@{domain}" for i in range(8)]
+    online = [f"mon{i}@{domain}" for i in range(ONLINE_RECIPIENTS)]
+    offline = [f"moff{i}@{domain}" for i in range(OFFLINE_RECIPIENTS)]
+    return senders, online, offline
+
+
+async def _connected(ctx, jid, on_message=None, stop=None, node_index=None):
+    """Connect somewhere (like a load balancer would): the given node first, then any."""
+    nodes = list(ctx.nodes)
+    order = ([nodes[node_index % len(nodes)]] if node_index is not None else []) + ctx.rng.sample(nodes, len(nodes))
+    while stop is None or not stop.is_set():
+        for node in order:
+            c = Client(f"{jid}/w", PASSWORD, on_message=on_message)
+            if await c.connect(node.ip):
+                return c, node
+        await asyncio.sleep(1)
+    return None, None
+
+
+async def _sender(ctx, index, jid, recipients, stop):
+    process = ctx.new_process()
+    seq = 0
+    client = None
+    node = None
+    while not stop.is_set():
+        if client is None or not client.alive:
+            client, node = await _connected(ctx, jid, stop=stop, node_index=index)
+            if client is None:
+                return
+        seq += 1
+        mid = f"m-{index}-{seq}"
+        to = ctx.rng.choice(recipients)
+        op = ctx.history.invoke(process, "messages", "send", {"from": jid, "to": to, "id": mid}, node=node.name)
+        errors = []
+        client.x.add_event_handler("message_error", lambda m: errors.append(m["id"]))
+        client.x.send_message(mto=to, mbody=mid, mtype="chat")
+        acked = await client.ping(timeout=5)
+        if acked and mid not in errors:
+            op.ok({"from": jid, "to": to, "id": mid})
+        elif acked:
+            op.fail({"from": jid, "to": to, "id": mid})
+        else:
+            op.info({"from": jid, "to": to, "id": mid})
+            client.close()
+            client = None
+            process = ctx.new_process()  # Jepsen: a process with an open op is crashed
+        await asyncio.sleep(ctx.rng.uniform(0.05, 0.3))
+    if client:
+        client.close()
+
+
+async def _receiver(ctx, jid, stop):
+    process = ctx.new_process()
+
+    def on_message(m):
+        if m["type"] in ("chat", "normal") and m["body"]:
+            ctx.history.observe(process, "messages", "recv", {"to": jid, "id": m["body"]})
+
+    while not stop.is_set():
+        client, _ = await _connected(ctx, jid, on_message=on_message, stop=stop)
+        if client is None:
+            return
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([client.closed, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        client.close()
+
+
+async def setup(ctx):
+    senders, online, offline = accounts(ctx.domain)
+    await ctx.create_accounts(senders + online + offline, PASSWORD)
+
+
+async def run(ctx, stop):
+    senders, online, offline = accounts(ctx.domain)
+    recipients = online + offline
+    tasks = [asyncio.ensure_future(_receiver(ctx, j, stop)) for j in online]
+    for i in range(len(ctx.nodes) * SENDERS_PER_NODE):
+        tasks.append(asyncio.ensure_future(_sender(ctx, i, senders[i % len(senders)], recipients, stop)))
+    await stop.wait()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def final(ctx):
+    _, online, offline = accounts(ctx.domain)
+    await asyncio.gather(*(_final_read(ctx, j) for j in online + offline))
+
+
+async def _final_read(ctx, jid):
+    process = ctx.new_process()
+    ids = []
+    last = [asyncio.get_running_loop().time()]
+
+    def on_message(m):
+        if m["type"] in ("chat", "normal") and m["body"]:
+            ids.append(m["body"])
+            last[0] = asyncio.get_running_loop().time()
+
+    op = ctx.history.invoke(process, "messages", "final-read", {"user": jid})
+    client, node = await _connected(ctx, jid, on_message=on_message)
+    last[0] = asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - last[0] < QUIET:
+        await asyncio.sleep(0.2)
+    client.close()
+    op.ok({"user": jid, "ids": ids})
