@@ -168,10 +168,18 @@ async def final(ctx):
     accounts = bind_accounts(ctx.domain) + session_accounts(ctx.domain)
     for node in ctx.nodes:
         routes = []
+        reachable = True
         for a in accounts:
-            status, body = await ctx.api(node, "GET", f"/api/v1/users/{a}")
+            try:
+                status, body = await ctx.api(node, "GET", f"/api/v1/users/{a}")
+            except Exception as e:
+                ctx.log(f"routes of {a} on {node.name}: {e}")
+                reachable = False
+                break
             if status == 200:
                 routes += [r["jid"] for r in body.get("routes", [])]
+        if not reachable:
+            continue
         ctx.history.observe(ctx.new_process(), "sessions", "routes", {"node": node.name, "full_jids": sorted(routes)})
     ctx.history.observe(ctx.new_process(), "sessions", "presence-view",
                         {"watcher": watcher(ctx.domain), "available": sorted(ctx.watcher_view)})
