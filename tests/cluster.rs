@@ -404,6 +404,37 @@ async fn a_node_cut_off_from_the_majority_disconnects_its_clients_until_it_is_ba
     erin.sync("e1").await;
 }
 
+/// Found by the chaos suite: openraft's quorum-ack figure is only refreshed when its
+/// metrics change, so a leader cut off from everyone never noticed and kept serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_majority_disconnects_its_clients_too() {
+    let nodes = start_cluster(&unique("cutleader"), 3, Find::Seeds, &[]);
+    nodes[0].add_user("lea@localhost", "pw");
+    let leader = status(&nodes[0])["leader"].as_str().unwrap().to_string();
+    let lonely = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let mut lea = Client::login(&nodes[lonely], "lea", "pw", "l").await;
+    lea.sync("l0").await;
+    let others: Vec<u32> = (0..3)
+        .filter(|i| *i != lonely)
+        .map(|i| nodes[i].pid())
+        .collect();
+    for pid in &others {
+        common::unsafe_kill(*pid, "STOP");
+    }
+    let condition = lea.expect_stream_error().await;
+    for pid in &others {
+        common::unsafe_kill(*pid, "CONT");
+    }
+    assert_eq!(condition.as_deref(), Some("system-shutdown"));
+    eventually("the cluster serves again", || {
+        nodes
+            .iter()
+            .all(|n| status(n)["serving"] == serde_json::Value::Bool(true))
+    });
+    let mut lea = Client::login(&nodes[lonely], "lea", "pw", "l").await;
+    lea.sync("l1").await;
+}
+
 fn cli_ok(node: &TestNode, args: &[&str]) -> String {
     let out = node.cli(args);
     assert!(

@@ -238,6 +238,37 @@ impl RaftNode {
             })?
     }
 
+    /// Proposes one command only if this node leads now, never forwarding it: for
+    /// decisions only the current leader may take (a failure detector's verdict), which a
+    /// deposed leader must not get committed later through the new one. If leadership is
+    /// lost before the entry commits, the entry is discarded with the old term's log.
+    pub async fn propose_as_leader(&self, command: Command) -> Result<CommandResult, RaftError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(RaftError::ShutDown);
+        }
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.node_id) {
+            return Err(RaftError::NotLeader { leader });
+        }
+        let request = crate::types::Request {
+            version: crate::types::PROTOCOL_VERSION,
+            client: rand::random(),
+            serial: 1,
+            commands: vec![command],
+        };
+        let resp = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(request))
+            .await
+            .map_err(|_| RaftError::Timeout {
+                what: "waiting for a leader-only proposal to commit",
+                after: PROPOSE_TIMEOUT,
+            })??;
+        resp.data
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| RaftError::Internal("missing result".into()))
+    }
+
     /// `propose` in two steps: when this returns, the command holds its place in
     /// the proposal queue; the returned future gives its result. A caller that
     /// enqueues commands one after another has them applied in that order while

@@ -119,6 +119,16 @@ async fn node_added_after_the_log_was_purged_catches_up_by_snapshot() {
         chorus_raft::CommandResult::UserExists
     );
     assert!(n1.status().last_applied.unwrap() > before);
+    // A leader-only proposal is never forwarded: a deposed leader's verdict must not be
+    // committed later through its successor.
+    assert!(matches!(
+        n2.propose_as_leader(Command::Noop).await,
+        Err(RaftError::NotLeader { leader: Some(1) })
+    ));
+    assert_eq!(
+        n1.propose_as_leader(Command::Noop).await.unwrap(),
+        chorus_raft::CommandResult::Done
+    );
     // Read your writes: the follower's own replica holds the write when propose returns.
     assert!(n2.state().user("from-follower@x").is_some());
     assert!(n3.state().user("from-follower@x").is_some());

@@ -52,16 +52,16 @@ pub async fn run(cluster: Arc<Cluster>) {
         was_member |= member;
 
         let leader = status.current_leader == Some(me);
-        cluster.refresh_serving();
-
-        if !leader {
-            was_leader = false;
-            continue;
-        }
-        if !was_leader {
-            // A new leader gives everyone a full timeout before judging them.
+        if leader && !was_leader {
+            // Just elected by a majority: in contact. Everyone gets a full timeout before
+            // being judged.
             last_ok.clear();
-            was_leader = true;
+            cluster.note_quorum();
+        }
+        was_leader = leader;
+        cluster.refresh_serving();
+        if !leader {
+            continue;
         }
         let now = Instant::now();
         let members = cluster.raft.members();
@@ -87,6 +87,14 @@ pub async fn run(cluster: Arc<Cluster>) {
         });
         let answers = futures::future::join_all(pings).await;
         let state = cluster.raft.state();
+        // Verdicts are the current leader's alone: never forwarded, so a deposed leader
+        // cannot get a stale NodeDown committed after the heal.
+        if state.setting(&node_down_key(me)).is_some() {
+            let _ = cluster
+                .raft
+                .propose_as_leader(Command::NodeUp { node: me })
+                .await;
+        }
         for (id, ok) in answers {
             let seen = *last_ok.entry(id).or_insert(now);
             let down = state.setting(&node_down_key(id)).is_some();
@@ -94,14 +102,31 @@ pub async fn run(cluster: Arc<Cluster>) {
                 last_ok.insert(id, Instant::now());
                 if down {
                     tracing::info!(node = id, "member answers again: NodeUp");
-                    let _ = cluster.raft.propose(Command::NodeUp { node: id }).await;
+                    let _ = cluster
+                        .raft
+                        .propose_as_leader(Command::NodeUp { node: id })
+                        .await;
                 }
             } else if !down && now.duration_since(seen) >= timeout {
                 tracing::warn!(node = id, ?timeout, "member stopped answering: NodeDown");
-                let _ = cluster.raft.propose(Command::NodeDown { node: id }).await;
+                let _ = cluster
+                    .raft
+                    .propose_as_leader(Command::NodeDown { node: id })
+                    .await;
             }
         }
         last_ok.retain(|id, _| members.iter().any(|m| m.id == *id));
+        // The leader is in contact while a majority of voters (itself included) answered
+        // within the timeout; openraft's own quorum-ack figure is only refreshed when its
+        // metrics change, so an isolated leader would never see it age.
+        let voters: Vec<NodeId> = members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        let reached = voters
+            .iter()
+            .filter(|id| **id == me || last_ok.get(id).is_some_and(|t| t.elapsed() < timeout))
+            .count();
+        if reached * 2 > voters.len() {
+            cluster.note_quorum();
+        }
         membership::promote(&cluster).await;
     }
 }

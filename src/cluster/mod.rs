@@ -50,6 +50,8 @@ pub struct Cluster {
     started: Instant,
     /// Milliseconds after `started` of the last ping from a leader.
     last_leader_contact: AtomicU64,
+    /// Milliseconds after `started` when, as leader, a majority of voters last answered.
+    last_quorum: AtomicU64,
     /// Serving clients: in contact with the majority, and this node's stale routes from
     /// before a restart are gone.
     serving: watch::Sender<bool>,
@@ -80,6 +82,7 @@ impl Cluster {
             resources,
             started: Instant::now(),
             last_leader_contact: AtomicU64::new(0),
+            last_quorum: AtomicU64::new(0),
             serving: watch::channel(false).0,
             ready: AtomicBool::new(false),
             stop: watch::channel(Stop::Running).0,
@@ -177,14 +180,7 @@ impl Cluster {
             return false;
         }
         if status.current_leader == Some(me) {
-            let quorum_age = self
-                .raft
-                .raft()
-                .metrics()
-                .borrow()
-                .millis_since_quorum_ack
-                .map(Duration::from_millis);
-            status.membership.len() == 1 || quorum_age.is_some_and(|a| a < self.failure_timeout())
+            status.membership.len() == 1 || self.age(&self.last_quorum) < self.failure_timeout()
         } else {
             // Heartbeats from the leader are the finest sign; the leader's pings and a
             // fresh election count too.
@@ -258,10 +254,20 @@ impl Cluster {
     }
 
     fn leader_contact_age(&self) -> Duration {
-        let at = self.last_leader_contact.load(Ordering::Acquire);
+        self.age(&self.last_leader_contact)
+    }
+
+    fn age(&self, at: &AtomicU64) -> Duration {
+        let at = at.load(Ordering::Acquire);
         self.started
             .elapsed()
             .saturating_sub(Duration::from_millis(at))
+    }
+
+    /// As leader, a majority of voters answered just now.
+    pub(crate) fn note_quorum(&self) {
+        self.last_quorum
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
     }
 
     pub(crate) fn note_leader_contact(&self) {
