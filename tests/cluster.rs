@@ -106,6 +106,22 @@ async fn users_on_different_nodes_chat(nodes: &[TestNode]) {
         .recv_until(presence_from("bob@localhost/b", None))
         .await;
     assert!(p.get_child("show", ns::CLIENT).is_some(), "{p:?}");
+
+    // A closed stream on another node: its contacts hear it once (through the route's
+    // removal, which every node applies).
+    drop(bob);
+    alice
+        .recv_until(presence_from("bob@localhost/b", Some("unavailable")))
+        .await;
+    eventually("bob's route is gone", || {
+        nodes[0].api_get("/api/v1/users/bob@localhost")["routes"] == serde_json::json!([])
+    });
+    let extra: Vec<_> = drain(&mut alice, "after-close")
+        .await
+        .into_iter()
+        .filter(|e| presence_from("bob@localhost/b", Some("unavailable"))(e))
+        .collect();
+    assert!(extra.is_empty(), "one unavailable presence: {extra:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,27 +613,35 @@ async fn one_account_on_two_nodes_gets_carbons_roster_pushes_probes_and_bare_mes
     }
     a1.sync("s1").await;
     a2.sync("s2").await;
+    // Resource state (carbons on) travels on the same link as stanzas, in order: after a
+    // message each way, each node knows the other's resource.
+    a2.send("<message to='alice@localhost/a1' type='chat'><body>sync-2</body></message>")
+        .await;
+    a1.recv_until(|e| body_of(e).as_deref() == Some("sync-2"))
+        .await;
+    a1.send("<message to='alice@localhost/a2' type='chat'><body>sync-1</body></message>")
+        .await;
+    a2.recv_until(|e| body_of(e).as_deref() == Some("sync-1"))
+        .await;
 
     // received: bob writes to a1; a2 (other node) gets a carbon.
     bob.send("<message to='alice@localhost/a1' type='chat'><body>one</body></message>")
         .await;
-    let m = a1.recv_until(|e| e.name() == "message").await;
-    assert_eq!(body_of(&m).as_deref(), Some("one"));
-    let c = a2.recv_until(|e| e.name() == "message").await;
-    assert!(
-        c.get_child("received", "urn:xmpp:carbons:2").is_some(),
-        "a received carbon on the other node: {c:?}"
-    );
+    a1.recv_until(|e| body_of(e).as_deref() == Some("one"))
+        .await;
+    // (Carbons of the sync messages above may come first.)
+    let carbon_of = |kind: &'static str, body: &'static str| {
+        move |e: &Element| {
+            e.get_child(kind, "urn:xmpp:carbons:2").is_some() && e.to_xml().contains(body)
+        }
+    };
+    a2.recv_until(carbon_of("received", "one")).await;
     // sent: a2 writes to bob; a1 (other node) gets a carbon.
     a2.send("<message to='bob@localhost' type='chat'><body>two</body></message>")
         .await;
     let m = bob.recv_until(|e| e.name() == "message").await;
     assert_eq!(body_of(&m).as_deref(), Some("two"));
-    let c = a1.recv_until(|e| e.name() == "message").await;
-    assert!(
-        c.get_child("sent", "urn:xmpp:carbons:2").is_some(),
-        "a sent carbon on the other node: {c:?}"
-    );
+    a1.recv_until(carbon_of("sent", "two")).await;
 
     // A roster change on node 0 is pushed to the resource on node 1.
     a1.iq("<iq type='set' id='add'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='Carol'/></query></iq>")

@@ -54,10 +54,14 @@ class Client:
     async def connect(self, host: str, port: int = 5222) -> bool:
         self.x.connect(host=host, port=port)
         try:
-            return await asyncio.wait_for(self._started, CONNECT_TIMEOUT)
+            ok = await asyncio.wait_for(self._started, CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
+            ok = False
+        if not ok:
+            # Never leave a half-made stream behind: slixmpp may go on and bind it later,
+            # and a stream nobody tracks would look like a ghost to the checker.
             self.close()
-            return False
+        return ok
 
     async def ping(self, timeout: float = 5.0) -> bool:
         """True once the server answered a ping sent now: everything this stream sent

@@ -64,6 +64,15 @@ pub struct RouteStanza(pub Element);
 #[rtype(result = "()")]
 pub struct ShutdownSessions;
 
+/// Presence for one account's streams on this node only (each node tells its own local
+/// contacts that a stream elsewhere has ended, so each contact hears once).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PresenceLocal {
+    pub user: String,
+    pub stanza: Element,
+}
+
 /// Close every client stream with this text: the node stopped serving clients (cut off
 /// from the majority, leaving the cluster).
 #[derive(Message, Debug)]

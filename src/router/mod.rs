@@ -288,19 +288,30 @@ impl Router {
                 );
                 continue;
             }
-            let user = bare_of(&full_jid);
-            let roster = crate::im::roster::load(&self.state, &user);
-            let mut audience = crate::im::presence::broadcast_targets(&roster);
-            audience.push(user.clone());
-            let unavailable = Element::new("presence", crate::xmpp::ns::CLIENT)
-                .with_attr("type", "unavailable")
-                .with_attr("from", full_jid.as_str());
-            for contact in audience {
-                if let Some((actor, _)) = self.users.get(&contact) {
-                    let mut copy = unavailable.clone();
-                    copy.set_attr("to", contact.as_str());
-                    actor.do_send(user::LocalPresence(copy));
-                }
+            self.tell_local_contacts_gone(&full_jid);
+        }
+    }
+
+    /// A stream on another node has ended (its route is gone): unavailable presence from
+    /// it to this node's streams of its subscribers and of its own account. The node that
+    /// held the stream told its own local streams; every other node does this for its own.
+    fn tell_local_contacts_gone(&self, full_jid: &str) {
+        let user = bare_of(full_jid);
+        let roster = crate::im::roster::load(&self.state, &user);
+        let blocklist = crate::xep::blocking::load(&self.state, &user);
+        let mut audience: Vec<String> = crate::im::presence::broadcast_targets(&roster)
+            .into_iter()
+            .filter(|c| !crate::xep::blocking::blocked(&blocklist, c))
+            .collect();
+        audience.push(user.clone());
+        let unavailable = Element::new("presence", crate::xmpp::ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", full_jid);
+        for contact in audience {
+            if let Some((actor, _)) = self.users.get(&contact) {
+                let mut copy = unavailable.clone();
+                copy.set_attr("to", contact.as_str());
+                actor.do_send(user::LocalPresence(copy));
             }
         }
     }
@@ -397,10 +408,13 @@ impl Handler<Register> for Router {
         }
         let router = ctx.address().recipient();
         let (cluster, writer) = (self.cluster.clone(), self.offline_writer(ctx));
-        let entry = self
-            .users
-            .entry(bare.clone())
-            .or_insert_with(|| (UserActor::new(bare, cluster, router, writer).start(), 0));
+        let entry = self.users.entry(bare.clone()).or_insert_with(|| {
+            let local = ctx.address().recipient();
+            (
+                UserActor::new(bare, cluster, router, local, writer).start(),
+                0,
+            )
+        });
         entry.1 += 1;
         entry.0.do_send(user::AddResource(handle));
     }
@@ -516,8 +530,14 @@ impl Handler<FromPeer> for Router {
                 }
             }
             PeerMessage::Deliver { full_jid, xml } => {
-                if let (Some(stanza), Some(handle)) = (parse(xml), self.sessions.get(full_jid)) {
-                    deliver_or_kick(handle, stanza);
+                let Some(stanza) = parse(xml) else { return };
+                match self.sessions.get(full_jid) {
+                    Some(handle) => deliver_or_kick(handle, stanza),
+                    // The stream went away while the message crossed the link: a message
+                    // is delivered by the rules for an absent resource (offline storage)
+                    // rather than dropped; presence and iq for it have no one to go to.
+                    None if stanza.name() == "message" => self.route(ctx, stanza, true),
+                    None => {}
                 }
             }
             PeerMessage::ToUser { user, msg: m } => {
@@ -548,6 +568,15 @@ impl Handler<FromPeer> for Router {
             }
             // Resource state is kept by the link itself.
             PeerMessage::Resource(_) | PeerMessage::ResourceGone { .. } => {}
+        }
+    }
+}
+
+impl Handler<PresenceLocal> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: PresenceLocal, _: &mut Context<Self>) {
+        if let Some((actor, _)) = self.users.get(&msg.user) {
+            actor.do_send(user::LocalPresence(msg.stanza));
         }
     }
 }
@@ -628,6 +657,9 @@ impl Handler<Applied> for Router {
                 self.cluster
                     .resources
                     .forget(&full_jid, Some(route.session.as_str()));
+                if route.node != self.node_id {
+                    self.tell_local_contacts_gone(&full_jid);
+                }
             }
             StateEvent::RoutesLost { node, routes } => self.routes_lost(node, routes),
             StateEvent::NodeDown { .. } | StateEvent::NodeUp { .. } => {}

@@ -18,8 +18,8 @@ use crate::cluster::Cluster;
 use crate::im::delivery::{self, ResourceView, Verdict};
 use crate::im::{offline, presence, roster};
 use crate::router::messages::{
-    Carbon, CarbonsEnabled, Directed, OwnPresence, PresenceTo, Probe, RouteStanza, SessionHandle,
-    ToResources, Which,
+    Carbon, CarbonsEnabled, Directed, OwnPresence, PresenceLocal, PresenceTo, Probe, RouteStanza,
+    SessionHandle, ToResources, Which,
 };
 use crate::xep::carbons;
 use crate::xmpp::element::Element;
@@ -50,6 +50,8 @@ pub struct UserActor {
     cluster: Arc<Cluster>,
     /// Where stanzas for other accounts go.
     router: Recipient<RouteStanza>,
+    /// Presence for other accounts' streams on this node only.
+    local: Recipient<PresenceLocal>,
     /// The node's offline writer (XEP-0160).
     offline: tokio::sync::mpsc::Sender<offline::ForLater>,
     delivering_offline: bool,
@@ -61,6 +63,7 @@ impl UserActor {
         bare: String,
         cluster: Arc<Cluster>,
         router: Recipient<RouteStanza>,
+        local: Recipient<PresenceLocal>,
         offline: tokio::sync::mpsc::Sender<offline::ForLater>,
     ) -> Self {
         UserActor {
@@ -69,6 +72,7 @@ impl UserActor {
             raft: cluster.raft.clone(),
             cluster,
             router,
+            local,
             offline,
             delivering_offline: false,
             offline_again: false,
@@ -201,7 +205,18 @@ impl UserActor {
 
     /// RFC 6121 4.2.2, 4.4.2: a resource's presence goes to every contact with a
     /// `from` or `both` subscription and to all the user's available resources.
-    fn broadcast(&self, from_full: &str, stanza: &Element, extra: &BTreeSet<String>) {
+    ///
+    /// `local_only`: the stream has ended. Its route's removal, committed through Raft, makes
+    /// every other node tell its own streams (`Router::tell_local_contacts_gone`), which also
+    /// reaches them after a partition that would have lost a routed stanza; so here only
+    /// this node's streams are told.
+    fn broadcast(
+        &self,
+        from_full: &str,
+        stanza: &Element,
+        extra: &BTreeSet<String>,
+        local_only: bool,
+    ) {
         let state = self.raft.state();
         let roster = roster::load(&state, &self.bare);
         // XEP-0191 3.3: a blocked contact keeps the unavailable presence it got on block.
@@ -213,7 +228,14 @@ impl UserActor {
             let mut copy = stanza.clone();
             copy.set_attr("from", from_full);
             copy.set_attr("to", contact.as_str());
-            self.route(copy);
+            if local_only {
+                self.local.do_send(PresenceLocal {
+                    user: contact,
+                    stanza: copy,
+                });
+            } else {
+                self.route(copy);
+            }
         }
         for to in extra {
             let mut copy = stanza.clone();
@@ -232,7 +254,11 @@ impl UserActor {
             copy.set_attr("from", from_full);
             self.deliver_to(&full, copy);
         }
-        for r in self.remote().into_iter().filter(|r| r.available) {
+        for r in self
+            .remote()
+            .into_iter()
+            .filter(|r| r.available && !local_only)
+        {
             let mut copy = stanza.clone();
             copy.set_attr("from", from_full);
             copy.set_attr("to", r.full_jid.as_str());
@@ -328,10 +354,11 @@ impl UserActor {
         r.last = None;
         let directed = std::mem::take(&mut r.directed);
         self.publish(full_jid);
+        let closed = stanza.is_none();
         let stanza = stanza.unwrap_or_else(|| {
             Element::new("presence", ns::CLIENT).with_attr("type", "unavailable")
         });
-        self.broadcast(full_jid, &stanza, &directed);
+        self.broadcast(full_jid, &stanza, &directed, closed);
         if !self.resources.values().any(|r| r.available) {
             let status = stanza.get_child("status", ns::CLIENT).map(|s| s.text());
             crate::xep::last_activity::record_logout(&self.raft, &self.bare, status);
@@ -452,7 +479,7 @@ impl Handler<OwnPresence> for UserActor {
         stanza.set_attr("from", msg.full_jid.as_str());
         r.last = Some(stanza.clone());
         self.publish(&msg.full_jid);
-        self.broadcast(&msg.full_jid, &stanza, &BTreeSet::new());
+        self.broadcast(&msg.full_jid, &stanza, &BTreeSet::new(), false);
         if initial {
             self.initial_presence(ctx, &msg.full_jid);
         } else if now_eligible {

@@ -2,9 +2,11 @@
 offline recipients; at the end, after healing, every recipient logs in and reads what
 reached it (set-full: nothing acknowledged lost, nothing twice).
 
-A send is `ok` when a ping sent after it on the same stream is answered: the server has
-processed (routed or stored) the message. `info` when the stream died first (it may or
-may not have been accepted), `fail` when the server bounced it with an error."""
+A send is `ok` when a ping sent after it on the same stream is answered (the server has
+processed the message: routed it, or handed it to offline storage) and no error for it
+comes back within ERROR_GRACE seconds (storing offline is a Raft commit, which may take
+up to the proposal timeout and then bounce the message with an error). `fail` when the
+server bounced it; `info` when the stream died before the outcome was known."""
 
 import asyncio
 
@@ -15,6 +17,7 @@ ONLINE_RECIPIENTS = 4
 OFFLINE_RECIPIENTS = 4
 PASSWORD = "chaos-pw"
 QUIET = 3.0  # seconds without a new message that end a final read
+ERROR_GRACE = 12.0  # the server's proposal timeout (10 s) and a margin
 
 
 def accounts(domain):
@@ -38,33 +41,53 @@ async def _connected(ctx, jid, on_message=None, stop=None, node_index=None):
 
 
 async def _sender(ctx, index, jid, recipients, stop):
-    process = ctx.new_process()
     seq = 0
     client = None
     node = None
+    pending = {}  # message id -> (op, value, deadline); one process per message
+    finishing = []
+
+    def on_error(m):
+        entry = pending.pop(m["id"], None)
+        if entry:
+            entry[0].fail(entry[1])
+
+    async def settle(client, mid):
+        await asyncio.sleep(ERROR_GRACE)
+        entry = pending.pop(mid, None)
+        if entry:
+            if client.alive:
+                entry[0].ok(entry[1])
+            else:
+                entry[0].info(entry[1])  # an error may have been lost with the stream
+
     while not stop.is_set():
         if client is None or not client.alive:
             client, node = await _connected(ctx, jid, stop=stop, node_index=index)
             if client is None:
-                return
+                break
+            client.x.add_event_handler("message_error", on_error)
         seq += 1
         mid = f"m-{index}-{seq}"
         to = ctx.rng.choice(recipients)
-        op = ctx.history.invoke(process, "messages", "send", {"from": jid, "to": to, "id": mid}, node=node.name)
-        errors = []
-        client.x.add_event_handler("message_error", lambda m: errors.append(m["id"]))
-        client.x.send_message(mto=to, mbody=mid, mtype="chat")
-        acked = await client.ping(timeout=5)
-        if acked and mid not in errors:
-            op.ok({"from": jid, "to": to, "id": mid})
-        elif acked:
-            op.fail({"from": jid, "to": to, "id": mid})
+        value = {"from": jid, "to": to, "id": mid}
+        op = ctx.history.invoke(ctx.new_process(), "messages", "send", value, node=node.name)
+        pending[mid] = (op, value)
+        msg = client.x.make_message(mto=to, mbody=mid, mtype="chat")
+        msg["id"] = mid
+        msg.send()
+        if await client.ping(timeout=5):
+            finishing.append(asyncio.ensure_future(settle(client, mid)))
         else:
-            op.info({"from": jid, "to": to, "id": mid})
+            entry = pending.pop(mid, None)
+            if entry:
+                entry[0].info(value)
             client.close()
             client = None
-            process = ctx.new_process()  # Jepsen: a process with an open op is crashed
         await asyncio.sleep(ctx.rng.uniform(0.05, 0.3))
+    await asyncio.gather(*finishing, return_exceptions=True)
+    for mid, (op, value) in list(pending.items()):
+        op.info(value)
     if client:
         client.close()
 

@@ -6,9 +6,15 @@ every node's admin API, checked as linearizable registers (one per key).
     POST /api/v1/settings/{key}/cas    {"expect": str|null, "value"} -> 200, or 409 {"error", "current"}
 
 History: f "read" (invoke value null, ok value = what was read), "write" (value = the
-string written), "cas" (value = [expect, new]); `key` = k0..k2; `node` = the node asked.
+string written), "cas" (value = [expect, new]); `key`; `node` = the node asked.
 Written values are unique strings ("1", "2", ...) so that a reader of the history, and
 the linearizability search, can tell every write apart.
+
+Keys: three live at a time, k0..k2 first. As Jepsen's independent keys, a key retires
+after OPS_PER_KEY invocations and the next fresh name (k3, k4, ...) takes its slot, so
+that each key's history stays short enough for a linearizability search (an `info`
+operation stays open to the end, so a long single-key history cannot be cut into
+pieces). OPS_PER_KEY = None keeps k0..k2 for the whole run.
 
 Outcomes:
 - the request never left (connection refused, or not connected in time): fail;
@@ -29,19 +35,40 @@ import itertools
 from hosts import ApiIndeterminate, ApiUnreachable
 
 NAME = "register"
-KEYS = ["k0", "k1", "k2"]
+LIVE_KEYS = 3
+OPS_PER_KEY: int | None = 100
 PROCESSES = 5
 OP_TIMEOUT = 12.0  # longer than the server's own 10 s proposal timeout
 MAX_PAUSE = 0.2  # a process waits up to this long between operations
 FINAL_READ_SECS = 60
 
 
-class _Values:
-    def __init__(self):
-        self._n = itertools.count(1)
+class _State:
+    """Shared by the processes: the next value to write and the live keys."""
 
-    def next(self) -> str:
-        return str(next(self._n))
+    def __init__(self):
+        self._values = itertools.count(1)
+        self._names = itertools.count(0)
+        self.live = [f"k{next(self._names)}" for _ in range(LIVE_KEYS)]
+        self.used: list[str] = list(self.live)
+        self._ops = {k: 0 for k in self.live}
+
+    def value(self) -> str:
+        return str(next(self._values))
+
+    def key(self, rng) -> str:
+        slot = rng.randrange(LIVE_KEYS)
+        key = self.live[slot]
+        self._ops[key] += 1
+        if OPS_PER_KEY is not None and self._ops[key] >= OPS_PER_KEY:
+            fresh = f"k{next(self._names)}"
+            self.live[slot] = fresh
+            self.used.append(fresh)
+            self._ops[fresh] = 0
+        return key
+
+
+_state: _State | None = None
 
 
 async def _call(ctx, node, f: str, key: str, value):
@@ -73,20 +100,20 @@ async def _call(ctx, node, f: str, key: str, value):
     return ("fail" if f == "read" else "info"), value, error
 
 
-async def _process(ctx, stop: asyncio.Event, values: _Values) -> None:
+async def _process(ctx, stop: asyncio.Event, state: _State) -> None:
     rng = ctx.rng
     process = ctx.new_process()
-    guess: dict[str, str | None] = {k: None for k in KEYS}
+    guess: dict[str, str | None] = {}
     while not stop.is_set():
-        key = rng.choice(KEYS)
+        key = state.key(rng)
         node = rng.choice(ctx.nodes)
         f = rng.choice(["read", "write", "cas"])
         if f == "read":
             value = None
         elif f == "write":
-            value = values.next()
+            value = state.value()
         else:
-            value = [guess[key], values.next()]
+            value = [guess.get(key), state.value()]
         op = ctx.history.invoke(process, NAME, f, value, key=key, node=node.name)
         try:
             outcome, result, error = await _call(ctx, node, f, key, value)
@@ -105,26 +132,40 @@ async def _process(ctx, stop: asyncio.Event, values: _Values) -> None:
 
 
 async def run(ctx, stop_event: asyncio.Event) -> None:
-    values = _Values()
-    await asyncio.gather(*(_process(ctx, stop_event, values) for _ in range(PROCESSES)))
+    global _state
+    _state = _State()
+    await asyncio.gather(*(_process(ctx, stop_event, _state) for _ in range(PROCESSES)))
+
+
+async def _final_read(ctx, key: str) -> str:
+    """One successful read of `key`, trying the nodes in random order; what happened."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FINAL_READ_SECS
+    while loop.time() < deadline:
+        for node in ctx.rng.sample(ctx.nodes, len(ctx.nodes)):
+            op = ctx.history.invoke(ctx.new_process(), NAME, "read", None, key=key, node=node.name)
+            outcome, result, error = await _call(ctx, node, "read", key, None)
+            getattr(op, outcome)(result, error=error)
+            if outcome == "ok":
+                return "read"
+            status = (error or "").split(" ", 1)[0]
+            if status.isdigit() and 400 <= int(status) < 500:  # e.g. 404: retrying is no use
+                return f"refused: {error}"
+        await asyncio.sleep(1)
+    return f"no read succeeded in {FINAL_READ_SECS} s"
 
 
 async def final(ctx) -> None:
-    """Read every key once, from whichever node answers first (tried in random order)."""
-    loop = asyncio.get_running_loop()
-    for key in KEYS:
-        deadline = loop.time() + FINAL_READ_SECS
-        done = False
-        while not done and loop.time() < deadline:
-            for node in ctx.rng.sample(ctx.nodes, len(ctx.nodes)):
-                process = ctx.new_process()
-                op = ctx.history.invoke(process, NAME, "read", None, key=key, node=node.name)
-                outcome, result, error = await _call(ctx, node, "read", key, None)
-                getattr(op, outcome)(result, error=error)
-                if outcome == "ok":
-                    done = True
-                    break
-            if not done:
-                await asyncio.sleep(1)
-        if not done:
-            ctx.log(f"register: no final read of {key} succeeded in {FINAL_READ_SECS} s")
+    """Read every key used, once, from whichever node answers first."""
+    keys = _state.used if _state else [f"k{i}" for i in range(LIVE_KEYS)]
+    at_once = asyncio.Semaphore(PROCESSES)
+
+    async def one(key):
+        async with at_once:
+            return await _final_read(ctx, key)
+
+    results = await asyncio.gather(*(one(k) for k in keys))
+    failed = {k: r for k, r in zip(keys, results) if r != "read"}
+    if failed:
+        ctx.log(f"register: final reads failed for {len(failed)} of {len(keys)} keys: "
+                f"{dict(list(failed.items())[:3])}")
