@@ -24,6 +24,7 @@ class Client:
         self.x.register_plugin("xep_0199")
         self.x.auto_reconnect = False
         self.alive = False
+        self.closing = False
         self.closed = asyncio.get_running_loop().create_future()
         self._started = asyncio.get_running_loop().create_future()
         self.x.add_event_handler("session_start", self._on_start)
@@ -41,6 +42,10 @@ class Client:
             self._started.set_result(ok)
 
     async def _on_start(self, _):
+        if self.closing:
+            # A connection attempt we had given up on completed after all.
+            self.x.disconnect(wait=0)
+            return
         self.alive = True
         self.x.send_presence()
         self._settle(True)
@@ -76,7 +81,11 @@ class Client:
 
     def close(self):
         self.alive = False
+        self.closing = True
         try:
+            # slixmpp keeps retrying a connection that failed; disconnect() alone does not
+            # stop that, and a retry that succeeds later would leave a stream nobody owns.
+            self.x.cancel_connection_attempt()
             self.x.disconnect(wait=0)
         except Exception:
             pass
