@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use chorus_raft::network::ANY_NODE;
 use chorus_raft::{node_down_key, Command, NodeId, PROTOCOL_VERSION};
 use openraft::{BasicNode, ChangeMembers};
 
@@ -186,7 +185,6 @@ pub async fn join_via(cluster: &Cluster, addr: &str, wipe: bool) -> Result<Strin
              to discard it and join"
         )));
     }
-    let _ = ANY_NODE;
     cluster.stop_serving("this node is joining another cluster; reconnect");
     cluster.request_stop(Stop::Rejoin {
         seed: addr.to_string(),

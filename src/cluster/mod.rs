@@ -298,7 +298,6 @@ impl Cluster {
             role: role.into(),
             term: status.current_term,
             applied_index: status.last_applied,
-            commit_index: status.last_applied,
             protocol: PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.uptime().as_secs(),

@@ -50,7 +50,6 @@ pub struct NodeInfo {
     pub role: String,
     pub term: u64,
     pub applied_index: Option<u64>,
-    pub commit_index: Option<u64>,
     pub protocol: u16,
     pub version: String,
     pub uptime_secs: u64,

@@ -79,7 +79,9 @@ pub async fn status(State(state): State<ApiState>) -> Json<Value> {
         "node_id": me.node_id.to_string(),
         "leader": me.leader.map(|l| l.to_string()),
         "term": me.term,
-        "commit_index": leader_applied.or(me.commit_index),
+        // openraft 0.9 reports no commit index; the leader applies each entry as soon as
+        // it commits, so its applied index stands in for it.
+        "commit_index": leader_applied.or(me.applied_index),
         "voters_target": cluster.settings.cluster.voters,
         "serving": cluster.serving(),
         "members": rows,

@@ -152,13 +152,16 @@ impl Router {
             }
         }
         let probe = kind == stanza::StanzaKind::Presence && stanza.attr("type") == Some("probe");
-        let remote_nodes = if from_peer {
+        let local_user = self.users.contains_key(&bare);
+        // The routing-table scan is only needed when another node may have to act: for a
+        // probe (each node answers for its own resources) or when no stream of the account
+        // is here. A stanza from a peer is never sent on.
+        let remote_nodes = if from_peer || (local_user && !probe) {
             Vec::new()
         } else {
             self.remote_nodes_of(&bare)
         };
         if probe {
-            // Each node answers for the resources it holds.
             for node in &remote_nodes {
                 self.forward(*node, &stanza);
             }

@@ -46,68 +46,65 @@ async def setup(ctx):
     await ctx.create_accounts(bind_accounts(d) + session_accounts(d) + [watcher(d)], PASSWORD)
 
 
-async def _connect_as(ctx, full_jid, node):
-    c = Client(full_jid, PASSWORD)
-    ok = await c.connect(node.ip)
-    return c if ok else None
+async def _open_stream(ctx, workload, f, full, session):
+    """One stream bound as `full` on a random node, recorded as `f` (ok: bound; info: the
+    attempt failed, the bind may or may not have happened) and, once it ends, as `closed`.
+    Returns the client, or None."""
+    process = ctx.new_process()
+    node = ctx.rng.choice(list(ctx.nodes))
+    value = {"full_jid": full, "session": session}
+    op = ctx.history.invoke(process, workload, f, value, node=node.name)
+    c = Client(full, PASSWORD)
+    if not await c.connect(node.ip):
+        op.info(value)
+        return None
+    op.ok(value)
+    ctx.live_clients[(full, session)] = c
+
+    def closed(_f):
+        ctx.live_clients.pop((full, session), None)
+        ctx.history.observe(process, workload, "closed", {**value, "reason": "stream closed"})
+
+    c.closed.add_done_callback(closed)
+    return c
 
 
-async def _binder(ctx, index, stop):
+async def _churn(ctx, stop, workload, f, next_stream, hold, close_chance):
+    """Open streams one after another, keep each `hold` seconds, then close it cleanly
+    with `close_chance` (the others stay until a node dies under them or the run ends)."""
     _registry(ctx)
-    jids = bind_accounts(ctx.domain)
-    seq = 0
     while not stop.is_set():
-        process = ctx.new_process()
-        full = f"{ctx.rng.choice(jids)}/same"
-        node = ctx.rng.choice(list(ctx.nodes))
-        seq += 1
-        session = f"b{index}-{seq}"
-        op = ctx.history.invoke(process, "bind", "bind", {"full_jid": full, "session": session}, node=node.name)
-        c = await _connect_as(ctx, full, node)
+        full, session = next_stream()
+        c = await _open_stream(ctx, workload, f, full, session)
         if c is None:
-            op.info({"full_jid": full, "session": session})
             await asyncio.sleep(0.5)
             continue
-        op.ok({"full_jid": full, "session": session})
-        ctx.live_clients[(full, session)] = c
-
-        def closed(_f, full=full, session=session, process=process):
-            ctx.live_clients.pop((full, session), None)
-            ctx.history.observe(process, "bind", "closed", {"full_jid": full, "session": session, "reason": "stream closed"})
-
-        c.closed.add_done_callback(closed)
-        await asyncio.sleep(ctx.rng.uniform(0.5, 2.0))
-        if ctx.rng.random() < 0.3:
+        await asyncio.sleep(ctx.rng.uniform(*hold))
+        if ctx.rng.random() < close_chance:
             c.close()
 
 
-async def _session_churn(ctx, index, stop):
-    _registry(ctx)
-    users = session_accounts(ctx.domain)
-    seq = 0
-    while not stop.is_set():
-        process = ctx.new_process()
-        user = users[index % len(users)]
-        seq += 1
-        full = f"{user}/s{seq}"
-        node = ctx.rng.choice(list(ctx.nodes))
-        op = ctx.history.invoke(process, "sessions", "connect", {"full_jid": full, "session": full}, node=node.name)
-        c = await _connect_as(ctx, full, node)
-        if c is None:
-            op.info({"full_jid": full})
-            await asyncio.sleep(0.5)
-            continue
-        op.ok({"full_jid": full, "session": full})
-        ctx.live_clients[(full, full)] = c
+def _binder(ctx, index, stop):
+    """The same few full JIDs bound again and again from different nodes."""
+    jids = bind_accounts(ctx.domain)
+    seq = iter(range(1, 1 << 62))
 
-        def closed(_f, full=full, process=process):
-            ctx.live_clients.pop((full, full), None)
-            ctx.history.observe(process, "sessions", "closed", {"full_jid": full, "session": full, "reason": "stream closed"})
+    def next_stream():
+        return f"{ctx.rng.choice(jids)}/same", f"b{index}-{next(seq)}"
 
-        c.closed.add_done_callback(closed)
-        await asyncio.sleep(ctx.rng.uniform(1.0, 4.0))
-        if ctx.rng.random() < 0.5:
-            c.close()  # a clean disconnect; the others stay until a node dies under them
+    return _churn(ctx, stop, "bind", "bind", next_stream, (0.5, 2.0), 0.3)
+
+
+def _session_churn(ctx, index, stop):
+    """A new resource of one session account each time."""
+    user = session_accounts(ctx.domain)[index % SESSION_USERS]
+    seq = iter(range(1, 1 << 62))
+
+    def next_stream():
+        full = f"{user}/s{next(seq)}"
+        return full, full
+
+    return _churn(ctx, stop, "sessions", "connect", next_stream, (1.0, 4.0), 0.5)
 
 
 async def _watch(ctx, stop):
