@@ -705,3 +705,106 @@ async fn cluster_settings_are_read_from_any_node_after_a_write_on_another_and_ca
     );
     assert_eq!(s, 403);
 }
+
+/// Bodies of the chat messages that arrive before the answer to a ping sent now.
+async fn bodies_until_sync(c: &mut Client, id: &str) -> Vec<String> {
+    drain(c, id)
+        .await
+        .iter()
+        .filter(|e| e.name() == "message")
+        .filter_map(body_of)
+        .collect()
+}
+
+/// Found by the chaos suite (A5 in docs/chaos.md): chat on its way over a peer link to a
+/// node that was then paused was lost, although the sender's node had taken it. The
+/// sending node now keeps what the link did not acknowledge: after a short pause it sends
+/// again what the peer did not take (each message arrives once); after a pause past the
+/// failure timeout it routes it anew (offline storage) once the peer is declared down,
+/// and the resumed peer delivers none of what waited in its socket, so nothing arrives
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_flight_to_a_paused_node_arrives_once() {
+    let nodes = start_cluster(&unique("inflight"), 3, Find::Seeds, &[]);
+    nodes[0].add_user("alice@localhost", "pw");
+    nodes[0].add_user("bob@localhost", "pw");
+    let leader = status(&nodes[0])["leader"].as_str().unwrap().to_string();
+    let mut followers = (0..3).filter(|i| node_id(&nodes[*i]) != leader);
+    let (paused, sender) = (followers.next().unwrap(), followers.next().unwrap());
+    let third = 3 - paused - sender;
+    let mut alice = Client::login(&nodes[sender], "alice", "pw", "a").await;
+    let mut bob = Client::login(&nodes[paused], "bob", "pw", "b").await;
+    bob.sync("b0").await;
+    eventually("alice's node knows bob's route", || {
+        nodes[sender].api_get("/api/v1/users/bob@localhost")["routes"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1)
+    });
+    let send = |from: usize, to: usize| {
+        (from..to)
+            .map(|i| {
+                format!("<message to='bob@localhost/b' type='chat'><body>m{i}</body></message>")
+            })
+            .collect::<String>()
+    };
+
+    // A pause longer than a link may stay silent (half the failure timeout of 3 s) but
+    // shorter than the failure timeout: the link is dropped and made again.
+    let pid = nodes[paused].pid();
+    common::unsafe_kill(pid, "STOP");
+    alice.send(&send(0, 10)).await;
+    alice.sync("a0").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    common::unsafe_kill(pid, "CONT");
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let m = bob.recv_until(|e| e.name() == "message").await;
+        got.extend(body_of(&m));
+    }
+    got.extend(bodies_until_sync(&mut bob, "b1").await);
+    let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "each message once, in order");
+
+    // A pause past the failure timeout: the messages on the link are kept offline.
+    common::unsafe_kill(pid, "STOP");
+    alice.send(&send(10, 30)).await;
+    alice.sync("a1").await;
+    let paused_id = node_id(&nodes[paused]);
+    eventually("the paused node is declared down", || {
+        common::cluster::member_state(&status(&nodes[sender]), &paused_id).as_deref()
+            == Some("down")
+    });
+    let mut bob2 = Client::login(&nodes[third], "bob", "pw", "b2").await;
+    bob2.send("<presence/>").await;
+    let mut kept = Vec::new();
+    while kept.len() < 20 {
+        let m = bob2.recv_until(|e| e.name() == "message").await;
+        kept.extend(body_of(&m));
+    }
+    let want: Vec<String> = (10..30).map(|i| format!("m{i}")).collect();
+    assert_eq!(kept, want, "every message kept, in order");
+
+    // The paused node resumes: what waited in its socket is not delivered to bob's old
+    // stream, which it closes.
+    common::unsafe_kill(pid, "CONT");
+    loop {
+        match bob.next().await {
+            Ok(chorus::xmpp::stream::StreamEvent::Stanza(e)) => {
+                assert_ne!(
+                    e.name(),
+                    "message",
+                    "a stale copy reached the old stream: {e:?}"
+                )
+            }
+            Ok(chorus::xmpp::stream::StreamEvent::Header(_)) => {}
+            Ok(chorus::xmpp::stream::StreamEvent::Closed) | Err(_) => break,
+        }
+    }
+    eventually("the resumed node is up again", || {
+        common::cluster::member_state(&status(&nodes[sender]), &paused_id).as_deref() == Some("up")
+    });
+    assert!(
+        bodies_until_sync(&mut bob2, "b3").await.is_empty(),
+        "no second copy"
+    );
+}

@@ -3,42 +3,59 @@
 //!
 //! The node with the smaller id dials (over the authenticated cluster channel), the other
 //! waits for it, so a pair never holds two connections. Each peer has a bounded queue; a
-//! message for a peer whose link is down, or whose queue is full, is refused at once so
+//! message for a peer whose link is down, or whose budget is spent, is refused at once so
 //! that the caller can fall back (a message goes to offline storage instead). Order is
 //! kept per pair: one queue, one connection, one reader.
+//!
+//! A stanza, once a link took it, is not lost with a connection or with its peer
+//! (docs/clustering.md, "Peer links"): the sender numbers it and keeps it until the
+//! receiver acknowledges that number. A new connection starts with a hello each way that
+//! says which process run the sender is and the last number it took from the other, so
+//! the other sends again only what was not taken. What a peer never acknowledged goes back
+//! to the router to be routed anew (offline storage, or another resource) when the peer is
+//! declared down, or comes back as a new process that cannot have it. A receiver that is
+//! cut off from the majority, or whose connection went silent for half the failure timeout
+//! (it was paused, or partitioned), drops the connection instead of delivering what it
+//! reads: by then the sender may have given those stanzas back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chorus_raft::network::frame::{read_frame, write_frame};
 use chorus_raft::network::{Channel, LinkStream};
-use chorus_raft::{NodeId, RaftNode};
+use chorus_raft::{NodeId, RaftNode, StateEvent};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use super::protocol::{decode, encode, PeerMessage};
+use super::protocol::{decode, encode, LinkFrame, PeerMessage};
 use super::resources::Resources;
 
 /// Largest peer-link frame: a stanza is capped far below this by c2s limits.
 const MAX_LINK_FRAME: usize = 4 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Bytes queued for one peer at most: with stanzas of up to `c2s.max_stanza_bytes`, a
-/// count alone would let a stalled peer pin gigabytes.
+/// Bytes queued or unacknowledged for one peer at most: with stanzas of up to
+/// `c2s.max_stanza_bytes`, a count alone would let a stalled peer pin gigabytes.
 const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// How often the set of links is checked against the membership.
 const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
 
-/// Where messages from peers go (the router).
-pub type Inbound = actix::Recipient<FromPeer>;
+/// Where the links report to (the router).
+pub type Inbound = actix::Recipient<LinkEvent>;
+/// Whether this node may take stanzas now: in contact with the majority.
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 #[derive(actix::Message, Debug)]
 #[rtype(result = "()")]
-pub struct FromPeer {
-    pub from: NodeId,
-    pub msg: PeerMessage,
+pub enum LinkEvent {
+    /// A message from a peer.
+    Received { from: NodeId, msg: PeerMessage },
+    /// Messages a peer never acknowledged and now never will (it was declared down, or
+    /// came back as a new process), or that never left: route them anew.
+    Returned { to: NodeId, msgs: Vec<PeerMessage> },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -50,11 +67,13 @@ pub enum SendError {
 }
 
 struct Peer {
-    queue: mpsc::Sender<Vec<u8>>,
-    queued_bytes: Arc<AtomicUsize>,
+    queue: mpsc::Sender<PeerMessage>,
+    budget: Arc<AtomicUsize>,
     /// Streams the peer dialled to us, for the side that waits.
     incoming: mpsc::Sender<TcpStream>,
     up: Arc<AtomicBool>,
+    /// The peer was declared down: return what it did not acknowledge.
+    give_back: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -64,14 +83,21 @@ pub struct LinkStats {
     pub refused_down: AtomicU64,
     pub refused_full: AtomicU64,
     pub connects: AtomicU64,
+    pub resent: AtomicU64,
+    pub returned: AtomicU64,
+    pub dropped_stale: AtomicU64,
 }
 
 pub struct Links {
     me: NodeId,
     raft: Arc<RaftNode>,
     queue_capacity: usize,
+    failure_timeout: Duration,
+    /// This process run's number: a peer that sees a new one knows we lost what we held.
+    incarnation: u64,
     peers: Mutex<HashMap<NodeId, Peer>>,
     inbound: Arc<OnceLock<Inbound>>,
+    gate: Arc<OnceLock<Gate>>,
     resources: Arc<Resources>,
     pub stats: Arc<LinkStats>,
 }
@@ -81,13 +107,17 @@ impl Links {
         raft: Arc<RaftNode>,
         resources: Arc<Resources>,
         queue_capacity: usize,
+        failure_timeout: Duration,
     ) -> Arc<Links> {
         let links = Arc::new(Links {
             me: raft.node_id(),
             raft: raft.clone(),
             queue_capacity,
+            failure_timeout,
+            incarnation: rand::random::<u64>() | 1,
             peers: Mutex::new(HashMap::new()),
             inbound: Arc::default(),
+            gate: Arc::default(),
             resources,
             stats: Arc::default(),
         });
@@ -115,11 +145,34 @@ impl Links {
                 }
             }
         });
+        // A peer declared down (or whose routes were dropped) will not acknowledge what it
+        // holds: its stanzas are routed anew, after its routes are gone.
+        let weak = Arc::downgrade(&links);
+        let mut events = raft.subscribe();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let node = match events.recv().await {
+                    Ok(StateEvent::NodeDown { node } | StateEvent::RoutesLost { node, .. }) => node,
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(links) = weak.upgrade() else { return };
+                if let Some(p) = links.peer(node) {
+                    p.give_back.notify_one();
+                }
+            }
+        });
         links
     }
 
     pub fn set_inbound(&self, inbound: Inbound) {
         let _ = self.inbound.set(inbound);
+    }
+
+    /// Stanzas read from peers are taken only while `gate` says yes.
+    pub fn set_gate(&self, gate: Gate) {
+        let _ = self.gate.set(gate);
     }
 
     pub fn is_up(&self, node: NodeId) -> bool {
@@ -137,10 +190,9 @@ impl Links {
             self.stats.refused_down.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Down);
         }
-        let frame = encode(msg);
-        let len = frame.len();
-        if peer.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES {
-            peer.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let weight = msg.weight();
+        if peer.budget.fetch_add(weight, Ordering::AcqRel) + weight > MAX_QUEUED_BYTES {
+            peer.budget.fetch_sub(weight, Ordering::AcqRel);
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 peer = node,
@@ -148,21 +200,21 @@ impl Links {
             );
             return Err(SendError::Full);
         }
-        let result = peer.queue.try_send(frame);
-        if result.is_err() {
-            peer.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        }
-        match result {
+        match peer.queue.try_send(msg.clone()) {
             Ok(()) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = node, "peer link queue full; message refused");
-                Err(SendError::Full)
+            Err(e) => {
+                peer.budget.fetch_sub(weight, Ordering::AcqRel);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = node, "peer link queue full; message refused");
+                    Err(SendError::Full)
+                } else {
+                    Err(SendError::Down)
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Down),
         }
     }
 
@@ -194,181 +246,542 @@ impl Links {
         let p = peers.entry(node).or_insert_with(|| {
             let (queue, rx) = mpsc::channel(self.queue_capacity);
             let (incoming, incoming_rx) = mpsc::channel(4);
-            let up = Arc::new(AtomicBool::new(false));
-            let queued_bytes = Arc::new(AtomicUsize::new(0));
+            let peer = Peer {
+                queue,
+                budget: Arc::default(),
+                incoming,
+                up: Arc::default(),
+                give_back: Arc::default(),
+            };
             let task = LinkTask {
-                queued_bytes: queued_bytes.clone(),
                 me: self.me,
                 peer: node,
+                incarnation: self.incarnation,
                 raft: self.raft.clone(),
                 inbound: self.inbound.clone(),
+                gate: self.gate.clone(),
                 resources: self.resources.clone(),
-                up: up.clone(),
+                up: peer.up.clone(),
                 stats: self.stats.clone(),
+                budget: peer.budget.clone(),
+                give_back: peer.give_back.clone(),
+                silence: self.failure_timeout / 2,
+                outbox: Arc::default(),
+                took: Arc::default(),
             };
             tokio::spawn(task.run(rx, incoming_rx));
-            Peer {
-                queue,
-                queued_bytes,
-                incoming,
-                up,
-            }
+            peer
         });
         Some(PeerRef {
             queue: p.queue.clone(),
-            queued_bytes: p.queued_bytes.clone(),
+            budget: p.budget.clone(),
             incoming: p.incoming.clone(),
             up: p.up.clone(),
+            give_back: p.give_back.clone(),
         })
     }
 }
 
 struct PeerRef {
-    queue: mpsc::Sender<Vec<u8>>,
-    queued_bytes: Arc<AtomicUsize>,
+    queue: mpsc::Sender<PeerMessage>,
+    budget: Arc<AtomicUsize>,
     incoming: mpsc::Sender<TcpStream>,
     up: Arc<AtomicBool>,
+    give_back: Arc<Notify>,
+}
+
+/// Numbered messages sent and not yet acknowledged, for one peer.
+#[derive(Default)]
+struct Outbox {
+    last_seq: u64,
+    unacked: VecDeque<(u64, PeerMessage)>,
+    /// The peer's incarnation they were sent to (0: none yet).
+    sent_to: u64,
+}
+
+impl Outbox {
+    /// The peer acknowledged everything up to `seq`.
+    fn trim(&mut self, seq: u64, budget: &AtomicUsize) {
+        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+            if let Some((_, msg)) = self.unacked.pop_front() {
+                budget.fetch_sub(msg.weight(), Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn take_all(&mut self, budget: &AtomicUsize) -> Vec<PeerMessage> {
+        let all: Vec<PeerMessage> = self.unacked.drain(..).map(|(_, m)| m).collect();
+        for m in &all {
+            budget.fetch_sub(m.weight(), Ordering::AcqRel);
+        }
+        all
+    }
+}
+
+/// The last numbered message taken from one peer, and from which of its incarnations.
+#[derive(Default, Clone, Copy)]
+struct Took {
+    from: u64,
+    seq: u64,
+}
+
+/// How a connection ended.
+enum Served {
+    /// Failed or closed; `greeted` if the hellos were exchanged first.
+    Ended { greeted: bool },
+    /// The peer dialled again while we still held this connection.
+    Replaced(TcpStream),
+    /// The peer was declared down: its connection is dropped.
+    GaveBack,
 }
 
 struct LinkTask {
     me: NodeId,
     peer: NodeId,
+    incarnation: u64,
     raft: Arc<RaftNode>,
     inbound: Arc<OnceLock<Inbound>>,
+    gate: Arc<OnceLock<Gate>>,
     resources: Arc<Resources>,
     up: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
-    queued_bytes: Arc<AtomicUsize>,
+    budget: Arc<AtomicUsize>,
+    give_back: Arc<Notify>,
+    /// A connection silent for this long is stale: the sender sends something at least
+    /// four times as often.
+    silence: Duration,
+    outbox: Arc<Mutex<Outbox>>,
+    took: Arc<Mutex<Took>>,
 }
 
 impl LinkTask {
     async fn run(
         self,
-        mut queue: mpsc::Receiver<Vec<u8>>,
+        mut queue: mpsc::Receiver<PeerMessage>,
         mut incoming: mpsc::Receiver<TcpStream>,
     ) {
         let mut backoff = BACKOFF_MIN;
         loop {
-            let stream = if self.me < self.peer {
-                let Some(addr) = self.raft.member_addr(self.peer) else {
-                    // Not (or no longer) a member: nothing to dial; check again later.
-                    tokio::time::sleep(BACKOFF_MAX).await;
-                    continue;
-                };
-                match self.raft.connect(&addr, self.peer, Channel::Link).await {
-                    Ok(c) => c.into_stream(),
-                    Err(e) => {
-                        tracing::debug!(peer = self.peer, error = %e, "peer link connect failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        continue;
-                    }
-                }
-            } else {
-                match incoming.recv().await {
+            let stream = tokio::select! {
+                s = self.next_stream(&mut incoming, &mut backoff) => match s {
                     Some(s) => s,
                     None => return,
+                },
+                _ = self.give_back.notified() => {
+                    self.return_all(&mut queue);
+                    continue;
                 }
             };
-            backoff = BACKOFF_MIN;
-            self.stats.connects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(node = self.me, peer = self.peer, "peer link up");
-            let replaced = self.serve(stream, &mut queue, &mut incoming).await;
-            self.up.store(false, Ordering::Release);
-            tracing::info!(node = self.me, peer = self.peer, "peer link down");
-            // Whatever was queued for the old connection would arrive out of context.
-            while let Ok(f) = queue.try_recv() {
-                self.queued_bytes.fetch_sub(f.len(), Ordering::AcqRel);
+            if !open(&self.gate) {
+                // Cut off: take nothing a sender may give back meanwhile.
+                drop(stream);
+                sleep_backoff(&mut backoff).await;
+                continue;
             }
-            if let Some(next) = replaced {
-                // The peer dialled again while we still held its old connection.
-                let _ = self.serve_again(next, &mut queue, &mut incoming).await;
+            let mut next = Some(stream);
+            while let Some(stream) = next.take() {
+                match self.serve(stream, &mut queue, &mut incoming).await {
+                    Served::Replaced(s) => next = Some(s),
+                    Served::Ended { greeted: true } => backoff = BACKOFF_MIN,
+                    Served::Ended { greeted: false } => sleep_backoff(&mut backoff).await,
+                    Served::GaveBack => {}
+                }
+                self.up.store(false, Ordering::Release);
+                tracing::info!(node = self.me, peer = self.peer, "peer link down");
+                // What never left goes back now: the link is down, so it is routed the
+                // way a stanza for an unreachable node is (offline storage).
+                self.return_queued(&mut queue);
             }
         }
     }
 
-    async fn serve_again(
+    /// The next connection: dialled by the smaller id, awaited by the other.
+    async fn next_stream(
         &self,
-        stream: TcpStream,
-        queue: &mut mpsc::Receiver<Vec<u8>>,
         incoming: &mut mpsc::Receiver<TcpStream>,
+        backoff: &mut Duration,
     ) -> Option<TcpStream> {
-        let mut next = Some(stream);
-        while let Some(s) = next.take() {
-            next = self.serve(s, queue, incoming).await;
-            self.up.store(false, Ordering::Release);
+        if self.me > self.peer {
+            return incoming.recv().await;
         }
-        None
+        loop {
+            let Some(addr) = self.raft.member_addr(self.peer) else {
+                // Not (or no longer) a member: nothing to dial; check again later.
+                tokio::time::sleep(BACKOFF_MAX).await;
+                continue;
+            };
+            match self.raft.connect(&addr, self.peer, Channel::Link).await {
+                Ok(c) => return Some(c.into_stream()),
+                Err(e) => {
+                    tracing::debug!(peer = self.peer, error = %e, "peer link connect failed");
+                    sleep_backoff(backoff).await;
+                }
+            }
+        }
     }
 
-    /// Runs one connection until it fails; returns a newer connection from the peer if one
-    /// replaced it.
+    /// Runs one connection until it fails, is replaced, or its peer is declared down.
     async fn serve(
         &self,
         stream: TcpStream,
-        queue: &mut mpsc::Receiver<Vec<u8>>,
+        queue: &mut mpsc::Receiver<PeerMessage>,
         incoming: &mut mpsc::Receiver<TcpStream>,
-    ) -> Option<TcpStream> {
+    ) -> Served {
         let _ = stream.set_nodelay(true);
         let (mut read, mut write) = stream.into_split();
-        // Our resources first, so the peer's view is whole before any stanza arrives.
-        for r in self.resources.all_local() {
-            let frame = encode(&PeerMessage::Resource(r));
-            if write_frame(&mut write, &frame).await.is_err() {
-                return None;
+        let Some(theirs) = self.greet(&mut read, &mut write).await else {
+            return Served::Ended { greeted: false };
+        };
+        let resend = self.settle_outbox(theirs);
+        {
+            let mut took = self.took.lock().unwrap_or_else(|p| p.into_inner());
+            if took.from != theirs.incarnation {
+                *took = Took {
+                    from: theirs.incarnation,
+                    seq: 0,
+                };
             }
         }
+        // Our resources first, so the peer's view is whole before any stanza arrives; then
+        // what it did not take on the last connection.
+        let resent = resend.len() as u64;
+        let first = self
+            .resources
+            .all_local()
+            .into_iter()
+            .map(|r| LinkFrame::Unnumbered(PeerMessage::Resource(r)))
+            .chain(
+                resend
+                    .into_iter()
+                    .map(|(seq, msg)| LinkFrame::Numbered { seq, msg }),
+            );
+        let write_first = async {
+            for frame in first {
+                write_frame(&mut write, &encode(&frame)).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        // A write to a stalled peer may block until the kernel gives up: a verdict that
+        // the peer is down must not wait for that.
+        tokio::select! {
+            written = write_first => if written.is_err() {
+                return Served::Ended { greeted: true };
+            },
+            _ = self.give_back.notified() => {
+                self.return_all(queue);
+                return Served::GaveBack;
+            }
+        }
+        self.stats.resent.fetch_add(resent, Ordering::Relaxed);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node = self.me, peer = self.peer, "peer link up");
         self.up.store(true, Ordering::Release);
-        let (peer, inbound, resources) = (self.peer, self.inbound.clone(), self.resources.clone());
-        let stats = self.stats.clone();
-        let mut reader = tokio::spawn(async move {
+        let ack_due = Arc::new(Notify::new());
+        let mut reader = tokio::spawn(self.reader(read, ack_due.clone()));
+        let mut keepalive = tokio::time::interval(self.silence / 4);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = loop {
+            let frame = tokio::select! {
+                _ = &mut reader => break Served::Ended { greeted: true },
+                next = incoming.recv() => match next {
+                    Some(s) => break Served::Replaced(s),
+                    None => break Served::Ended { greeted: true },
+                },
+                _ = self.give_back.notified() => {
+                    self.return_all(queue);
+                    break Served::GaveBack;
+                }
+                // An ack doubles as the keepalive that tells the peer we are not stale.
+                _ = ack_due.notified() => self.ack_frame(),
+                _ = keepalive.tick() => self.ack_frame(),
+                msg = queue.recv() => match msg {
+                    Some(msg) => self.frame_for(msg),
+                    None => break Served::Ended { greeted: true },
+                },
+            };
+            let bytes = encode(&frame);
+            tokio::select! {
+                written = write_frame(&mut write, &bytes) => if let Err(e) = written {
+                    tracing::debug!(peer = self.peer, error = %e, "peer link write failed");
+                    break Served::Ended { greeted: true };
+                },
+                _ = &mut reader => break Served::Ended { greeted: true },
+                _ = self.give_back.notified() => {
+                    self.return_all(queue);
+                    break Served::GaveBack;
+                }
+            }
+        };
+        reader.abort();
+        ended
+    }
+
+    /// Hellos both ways; the peer's, or `None` if the connection failed first.
+    async fn greet(&self, read: &mut OwnedReadHalf, write: &mut OwnedWriteHalf) -> Option<Hello> {
+        let took = *self.took.lock().unwrap_or_else(|p| p.into_inner());
+        let hello = LinkFrame::Hello {
+            incarnation: self.incarnation,
+            from: took.from,
+            took: took.seq,
+        };
+        write_frame(write, &encode(&hello)).await.ok()?;
+        let frame = tokio::time::timeout(self.silence, read_frame(read, MAX_LINK_FRAME))
+            .await
+            .ok()?
+            .ok()?;
+        match decode::<LinkFrame>(&frame) {
+            Ok(LinkFrame::Hello {
+                incarnation,
+                from,
+                took,
+            }) => Some(Hello {
+                incarnation,
+                from,
+                took,
+            }),
+            other => {
+                tracing::warn!(peer = self.peer, frame = ?other, "peer link opened without a hello; closing");
+                None
+            }
+        }
+    }
+
+    /// Drops what the peer says it took from us and returns what it must get again; what
+    /// an earlier run of the peer never acknowledged goes back to the router.
+    fn settle_outbox(&self, theirs: Hello) -> Vec<(u64, PeerMessage)> {
+        let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if out.sent_to != 0 && out.sent_to != theirs.incarnation {
+            let lost = out.take_all(&self.budget);
+            self.give_back_msgs(lost);
+        }
+        out.sent_to = theirs.incarnation;
+        if theirs.from == self.incarnation {
+            out.trim(theirs.took, &self.budget);
+        }
+        // Presence is state, not news: an available presence of a stream that has ended
+        // since would, sent late, make contacts see a ghost (the stream's end reached them
+        // through the routing table meanwhile).
+        let live: std::collections::HashSet<String> = self
+            .resources
+            .all_local()
+            .into_iter()
+            .map(|r| r.full_jid)
+            .collect();
+        out.unacked
+            .iter()
+            .filter(|(_, msg)| !presence_of_ended_stream(msg, &live))
+            .cloned()
+            .collect()
+    }
+
+    fn ack_frame(&self) -> LinkFrame {
+        let took = self.took.lock().unwrap_or_else(|p| p.into_inner());
+        LinkFrame::Ack { seq: took.seq }
+    }
+
+    /// Numbers a stanza and keeps it until acknowledged; resource state goes as it is.
+    fn frame_for(&self, msg: PeerMessage) -> LinkFrame {
+        if !msg.numbered() {
+            self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
+            return LinkFrame::Unnumbered(msg);
+        }
+        let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        out.last_seq += 1;
+        let seq = out.last_seq;
+        out.unacked.push_back((seq, msg.clone()));
+        LinkFrame::Numbered { seq, msg }
+    }
+
+    /// Reads until the connection fails, goes stale, or this node is cut off.
+    fn reader(
+        &self,
+        mut read: OwnedReadHalf,
+        ack_due: Arc<Notify>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ctx = ReaderContext {
+            peer: self.peer,
+            inbound: self.inbound.clone(),
+            gate: self.gate.clone(),
+            resources: self.resources.clone(),
+            stats: self.stats.clone(),
+            budget: self.budget.clone(),
+            outbox: self.outbox.clone(),
+            took: self.took.clone(),
+            silence: self.silence,
+        };
+        async move {
+            let mut last = Instant::now();
             loop {
-                let frame = match read_frame(&mut read, MAX_LINK_FRAME).await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::debug!(peer, error = %e, "peer link read ended");
+                let frame =
+                    match tokio::time::timeout(ctx.silence, read_frame(&mut read, MAX_LINK_FRAME))
+                        .await
+                    {
+                        Ok(Ok(f)) => f,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = ctx.peer, error = %e, "peer link read ended");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = ctx.peer, "peer link silent; dropping it");
+                            return;
+                        }
+                    };
+                // Checked on the clock, not by the timeout alone: after this process was
+                // paused, frames that waited in the socket are ready at once.
+                if last.elapsed() > ctx.silence {
+                    ctx.stats.dropped_stale.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        peer = ctx.peer,
+                        "peer link was silent too long; dropping it"
+                    );
+                    return;
+                }
+                last = Instant::now();
+                match decode::<LinkFrame>(&frame) {
+                    Ok(LinkFrame::Numbered { seq, msg }) => {
+                        if !open(&ctx.gate) {
+                            tracing::info!(peer = ctx.peer, "cut off; dropping the peer link");
+                            return;
+                        }
+                        let fresh = {
+                            let mut took = ctx.took.lock().unwrap_or_else(|p| p.into_inner());
+                            let fresh = seq > took.seq;
+                            took.seq = took.seq.max(seq);
+                            fresh
+                        };
+                        if fresh {
+                            ctx.stats.received.fetch_add(1, Ordering::Relaxed);
+                            ctx.take(msg);
+                        }
+                        ack_due.notify_one();
+                    }
+                    Ok(LinkFrame::Unnumbered(msg)) => {
+                        ctx.stats.received.fetch_add(1, Ordering::Relaxed);
+                        ctx.take(msg)
+                    }
+                    Ok(LinkFrame::Ack { seq }) => ctx
+                        .outbox
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .trim(seq, &ctx.budget),
+                    Ok(LinkFrame::Hello { .. }) => {
+                        tracing::warn!(peer = ctx.peer, "second hello on a peer link; closing");
                         return;
                     }
-                };
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                match decode::<PeerMessage>(&frame) {
-                    Ok(PeerMessage::Resource(r)) if r.node == peer => resources.learn(r),
-                    Ok(PeerMessage::Resource(_)) => {}
-                    Ok(PeerMessage::ResourceGone { full_jid, session }) => {
-                        resources.forget(&full_jid, Some(&session))
-                    }
-                    Ok(msg) => {
-                        if let Some(inbound) = inbound.get() {
-                            inbound.do_send(FromPeer { from: peer, msg });
-                        }
-                    }
                     Err(e) => {
-                        tracing::warn!(peer, error = %e, "undecodable peer link message; closing the link");
+                        tracing::warn!(peer = ctx.peer, error = %e, "undecodable peer link frame; closing the link");
                         return;
                     }
                 }
             }
-        });
-        let replaced = loop {
-            tokio::select! {
-                _ = &mut reader => break None,
-                next = incoming.recv() => match next {
-                    Some(s) => break Some(s),
-                    None => break None,
-                },
-                frame = queue.recv() => match frame {
-                    Some(f) => if let Err(e) = {
-                        self.queued_bytes.fetch_sub(f.len(), Ordering::AcqRel);
-                        write_frame(&mut write, &f).await
-                    } {
-                        tracing::debug!(peer = self.peer, error = %e, "peer link write failed");
-                        break None;
-                    },
-                    None => break None,
-                },
-            }
-        };
-        reader.abort();
-        replaced
+        }
     }
+
+    /// The peer is down: everything it did not acknowledge, and everything not yet sent,
+    /// is routed anew.
+    fn return_all(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
+        let unacked = self
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_all(&self.budget);
+        self.give_back_msgs(unacked);
+        self.return_queued(queue);
+    }
+
+    /// Stanzas queued for a connection that is gone go back to the router; resource
+    /// updates are dropped, since the next connection sends the current state anyway.
+    fn return_queued(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
+        let mut back = Vec::new();
+        while let Ok(msg) = queue.try_recv() {
+            self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
+            if msg.numbered() {
+                back.push(msg);
+            }
+        }
+        self.give_back_msgs(back);
+    }
+
+    fn give_back_msgs(&self, msgs: Vec<PeerMessage>) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.stats
+            .returned
+            .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            peer = self.peer,
+            count = msgs.len(),
+            "routing unacknowledged peer link messages anew"
+        );
+        if let Some(inbound) = self.inbound.get() {
+            inbound.do_send(LinkEvent::Returned {
+                to: self.peer,
+                msgs,
+            });
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Hello {
+    incarnation: u64,
+    from: u64,
+    took: u64,
+}
+
+/// What the reader task of one connection needs.
+struct ReaderContext {
+    peer: NodeId,
+    inbound: Arc<OnceLock<Inbound>>,
+    gate: Arc<OnceLock<Gate>>,
+    resources: Arc<Resources>,
+    stats: Arc<LinkStats>,
+    budget: Arc<AtomicUsize>,
+    outbox: Arc<Mutex<Outbox>>,
+    took: Arc<Mutex<Took>>,
+    silence: Duration,
+}
+
+impl ReaderContext {
+    fn take(&self, msg: PeerMessage) {
+        match msg {
+            PeerMessage::Resource(r) if r.node == self.peer => self.resources.learn(r),
+            PeerMessage::Resource(_) => {}
+            PeerMessage::ResourceGone { full_jid, session } => {
+                self.resources.forget(&full_jid, Some(&session))
+            }
+            msg => {
+                if let Some(inbound) = self.inbound.get() {
+                    inbound.do_send(LinkEvent::Received {
+                        from: self.peer,
+                        msg,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// An available presence from a local stream that is no longer live.
+fn presence_of_ended_stream(msg: &PeerMessage, live: &std::collections::HashSet<String>) -> bool {
+    let (PeerMessage::Route { xml } | PeerMessage::Deliver { xml, .. }) = msg else {
+        return false;
+    };
+    if !xml.starts_with("<presence") {
+        return false;
+    }
+    let Ok(stanza) = crate::xmpp::element::Element::from_xml(xml) else {
+        return false;
+    };
+    stanza.attr("type").is_none() && stanza.attr("from").is_some_and(|f| !live.contains(f))
+}
+
+fn open(gate: &OnceLock<Gate>) -> bool {
+    gate.get().is_none_or(|g| g())
+}
+
+async fn sleep_backoff(backoff: &mut Duration) {
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
 }

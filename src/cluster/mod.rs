@@ -74,6 +74,7 @@ impl Cluster {
             raft.clone(),
             resources.clone(),
             settings.c2s.outbound_queue as usize,
+            Duration::from_secs(settings.cluster.failure.timeout),
         );
         let cluster = Arc::new(Cluster {
             raft,
@@ -93,6 +94,12 @@ impl Cluster {
             http_addr: Mutex::default(),
             discovery: Mutex::default(),
         });
+        // A node cut off from the majority takes no stanzas from peers: by the time it
+        // would deliver them, their sender may have routed them elsewhere.
+        let weak = Arc::downgrade(&cluster);
+        cluster.links.set_gate(Arc::new(move || {
+            weak.upgrade().is_some_and(|c| c.in_contact())
+        }));
         let weak = Arc::downgrade(&cluster);
         cluster.raft.set_app_handler(Arc::new(move |from, bytes| {
             let weak = weak.clone();

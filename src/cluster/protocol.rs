@@ -60,6 +60,26 @@ pub struct NodeInfo {
     pub cut_off: bool,
 }
 
+/// One frame on a peer link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkFrame {
+    /// The first frame each way on a new connection: the sender's incarnation (a random
+    /// number per process run), and the last numbered message it took from the receiver's
+    /// incarnation `from` (0, 0 when it took none from it). The receiver sends again what
+    /// it holds beyond that, or, when the sender is a new process, routes it anew.
+    Hello {
+        incarnation: u64,
+        from: u64,
+        took: u64,
+    },
+    /// A message the sender keeps until the receiver acknowledges its number.
+    Numbered { seq: u64, msg: PeerMessage },
+    /// State a new connection sends in full anyway (resource updates): never resent.
+    Unnumbered(PeerMessage),
+    /// The receiver took every numbered message up to `seq` (handed to its router).
+    Ack { seq: u64 },
+}
+
 /// One message on a peer link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
@@ -74,6 +94,34 @@ pub enum PeerMessage {
     Resource(ResourceState),
     /// One of the sender's resources is gone.
     ResourceGone { full_jid: String, session: String },
+}
+
+impl PeerMessage {
+    /// Stanzas are numbered and kept until acknowledged; resource state is not, since a new
+    /// connection starts by sending all of it again.
+    pub fn numbered(&self) -> bool {
+        matches!(
+            self,
+            PeerMessage::Route { .. } | PeerMessage::Deliver { .. } | PeerMessage::ToUser { .. }
+        )
+    }
+
+    /// Roughly the bytes it holds, for the per-peer memory budget.
+    pub fn weight(&self) -> usize {
+        64 + match self {
+            PeerMessage::Route { xml } => xml.len(),
+            PeerMessage::Deliver { full_jid, xml } => full_jid.len() + xml.len(),
+            PeerMessage::ToUser { user, msg } => {
+                user.len()
+                    + match msg {
+                        UserMessage::ToResources { xml, .. } => xml.len(),
+                        UserMessage::PresenceTo { to, .. } => to.len(),
+                    }
+            }
+            PeerMessage::Resource(r) => r.full_jid.len() + r.session.len(),
+            PeerMessage::ResourceGone { full_jid, session } => full_jid.len() + session.len(),
+        }
+    }
 }
 
 /// What a user actor on another node acts on for its local resources.

@@ -129,6 +129,21 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
             links.refused_full.load(Ordering::Relaxed),
         ),
         ("peer_link_connects", "peer link connections made", links.connects.load(Ordering::Relaxed)),
+        (
+            "peer_link_resent",
+            "stanzas sent again on a new connection because the peer had not taken them",
+            links.resent.load(Ordering::Relaxed),
+        ),
+        (
+            "peer_link_returned",
+            "stanzas a peer never acknowledged (down, restarted) or that never left, handed back to the router",
+            links.returned.load(Ordering::Relaxed),
+        ),
+        (
+            "peer_link_dropped_stale",
+            "connections dropped because they had been silent too long (a pause or partition)",
+            links.dropped_stale.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, value) in link_counters {
         registry.register(name, help, ConstCounter::new(value));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chorus_raft::{RaftNode, StateEvent, StateReader};
 
-use crate::cluster::link::FromPeer;
+use crate::cluster::link::LinkEvent;
 use crate::cluster::protocol::{PeerMessage, UserMessage};
 use crate::cluster::Cluster;
 use crate::user::{self, UserActor};
@@ -515,18 +515,53 @@ impl Handler<PresenceTo> for Router {
     }
 }
 
-impl Handler<FromPeer> for Router {
+impl Handler<LinkEvent> for Router {
     type Result = ();
-    fn handle(&mut self, msg: FromPeer, ctx: &mut Context<Self>) {
-        tracing::trace!(from = msg.from, msg = ?msg.msg, "from peer");
+    fn handle(&mut self, event: LinkEvent, ctx: &mut Context<Self>) {
+        match event {
+            LinkEvent::Received { from, msg } => self.from_peer(ctx, from, msg),
+            LinkEvent::Returned { to, msgs } => self.returned(ctx, to, msgs),
+        }
+    }
+}
+
+impl Router {
+    /// Messages that a peer never acknowledged (it went down or restarted) or that never
+    /// left: chat is routed anew (by now the peer's routes are gone, so to another
+    /// resource or to offline storage); presence, iqs and carbon copies are not, since
+    /// their moment has passed and a copy kept offline would be wrong.
+    fn returned(&mut self, ctx: &mut Context<Self>, to: u64, msgs: Vec<PeerMessage>) {
+        let mut again = 0;
+        for msg in msgs {
+            let (PeerMessage::Route { xml } | PeerMessage::Deliver { xml, .. }) = msg else {
+                continue;
+            };
+            let Ok(stanza) = Element::from_xml(&xml) else {
+                continue;
+            };
+            if stanza.name() != "message" || crate::xep::carbons::is_carbon(&stanza) {
+                continue;
+            }
+            again += 1;
+            self.route(ctx, stanza, false);
+        }
+        tracing::info!(
+            peer = to,
+            messages = again,
+            "messages a peer did not take routed anew"
+        );
+    }
+
+    fn from_peer(&mut self, ctx: &mut Context<Self>, from: u64, msg: PeerMessage) {
+        tracing::trace!(from, ?msg, "from peer");
         let parse = |xml: &str| match Element::from_xml(xml) {
             Ok(e) => Some(e),
             Err(e) => {
-                tracing::warn!(peer = msg.from, error = %e, "unparsable stanza from a peer; dropped");
+                tracing::warn!(peer = from, error = %e, "unparsable stanza from a peer; dropped");
                 None
             }
         };
-        match &msg.msg {
+        match &msg {
             PeerMessage::Route { xml } => {
                 if let Some(stanza) = parse(xml) {
                     self.route(ctx, stanza, true);

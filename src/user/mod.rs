@@ -108,15 +108,18 @@ impl UserActor {
             .collect()
     }
 
-    /// Writes a stanza to one of this account's resources on another node.
-    fn deliver_remote(&self, r: &ResourceState, stanza: &Element) {
+    /// Writes a stanza to one of this account's resources on another node; false when the
+    /// link cannot take it now.
+    fn deliver_remote(&self, r: &ResourceState, stanza: &Element) -> bool {
         let msg = PeerMessage::Deliver {
             full_jid: r.full_jid.clone(),
             xml: stanza.to_xml(),
         };
-        if self.cluster.links.send(r.node, &msg).is_err() {
-            tracing::debug!(to = %r.full_jid, "peer link down; stanza for a remote resource dropped");
+        let sent = self.cluster.links.send(r.node, &msg).is_ok();
+        if !sent {
+            tracing::debug!(to = %r.full_jid, "peer link down; stanza for a remote resource not sent");
         }
+        sent
     }
 
     /// Tells the other nodes what they need to know of one local resource.
@@ -152,13 +155,19 @@ impl UserActor {
         match verdict {
             Verdict::Deliver(targets) => {
                 let remote = self.remote();
+                let mut handed = false;
                 for target in &targets {
                     if let Some(r) = self.resources.get(target) {
                         // The copy keeps the `to` the sender used (RFC 6121 8.5.2.1.1).
                         crate::router::deliver_or_kick(&r.handle, stanza.clone());
+                        handed = true;
                     } else if let Some(r) = remote.iter().find(|r| &r.full_jid == target) {
-                        self.deliver_remote(r, &stanza);
+                        handed |= self.deliver_remote(r, &stanza);
                     }
+                }
+                if !handed && stanza.name() == "message" {
+                    // Every chosen resource sits behind a link that is down: kept, not lost.
+                    return self.keep_offline(stanza);
                 }
                 if stanza.name() == "message" {
                     self.carbons(carbons::Direction::Received, &targets, &stanza);

@@ -56,7 +56,7 @@ pub fn should_copy(message: &Element) -> (bool, &'static str) {
     if message.get_child("no-copy", HINTS_NS).is_some() {
         return (false, "no-copy hint (XEP-0334)");
     }
-    if message.get_child("sent", NS).is_some() || message.get_child("received", NS).is_some() {
+    if is_carbon(message) {
         return (false, "already a carbon");
     }
     match message.attr("type").unwrap_or("normal") {
@@ -69,6 +69,11 @@ pub fn should_copy(message: &Element) -> (bool, &'static str) {
         _ if message.get_child("x", MUC_USER_NS).is_some() => (false, "MUC private message"),
         _ => (false, "not a chat"),
     }
+}
+
+/// A carbon copy (a `<sent/>` or `<received/>` wrapper), not an original.
+pub fn is_carbon(message: &Element) -> bool {
+    message.get_child("sent", NS).is_some() || message.get_child("received", NS).is_some()
 }
 
 /// Which way the copied message went.
