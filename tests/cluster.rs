@@ -808,3 +808,58 @@ async fn chat_in_flight_to_a_paused_node_arrives_once() {
         "no second copy"
     );
 }
+
+/// Found by the chaos suite (A6 in docs/chaos.md): a contact kept seeing a stream as
+/// available after it had ended. Its available presence waited on a peer link towards the
+/// contact's node (paused here, partitioned in the chaos runs) and arrived after the
+/// stream's end had reached that node through the routing table. A link silent for half
+/// the failure timeout is now dropped unread, and the available presence of a stream that
+/// has ended is not sent again on the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_available_presence_held_up_past_the_end_of_its_stream_is_not_delivered() {
+    let nodes = start_cluster(&unique("latepresence"), 3, Find::Seeds, &[]);
+    nodes[0].add_user("sam@localhost", "pw");
+    nodes[0].add_user("wes@localhost", "pw");
+    let leader = status(&nodes[0])["leader"].as_str().unwrap().to_string();
+    let mut followers = (0..3).filter(|i| node_id(&nodes[*i]) != leader);
+    let (watcher_node, sam_node) = (followers.next().unwrap(), followers.next().unwrap());
+    let mut wes = Client::login(&nodes[watcher_node], "wes", "pw", "w").await;
+    let mut sam = Client::login(&nodes[sam_node], "sam", "pw", "s").await;
+    befriend(&mut wes, "wes@localhost", &mut sam, "sam@localhost").await;
+    drain(&mut wes, "w0").await;
+
+    // Wes's node is paused while a second stream of sam comes and goes.
+    let pid = nodes[watcher_node].pid();
+    common::unsafe_kill(pid, "STOP");
+    let stopped = std::time::Instant::now();
+    let mut brief = Client::login(&nodes[sam_node], "sam", "pw", "brief").await;
+    brief.send("<presence/>").await;
+    brief.sync("b0").await;
+    brief.send("</stream:stream>").await;
+    drop(brief);
+    eventually("the brief stream's route is gone", || {
+        let routes = nodes[sam_node].api_get("/api/v1/users/sam@localhost")["routes"].clone();
+        routes.as_array().is_some_and(|r| r.len() == 1)
+    });
+    // Longer than a link may stay silent (1.5 s), shorter than the failure timeout (3 s)
+    // less a ping interval.
+    let pause = std::time::Duration::from_millis(1900);
+    tokio::time::sleep(pause.saturating_sub(stopped.elapsed())).await;
+    common::unsafe_kill(pid, "CONT");
+
+    // Once the link is back and has sent what it still holds, wes's last word on the
+    // brief stream must be that it is gone (or nothing at all).
+    eventually("the link between the two nodes is up again", || {
+        metric(&nodes[sam_node], "chorus_peer_link_connects_total") >= 3
+    });
+    sam.sync("s1").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let last = drain(&mut wes, "w1")
+        .await
+        .into_iter()
+        .filter(|e| e.name() == "presence" && e.attr("from") == Some("sam@localhost/brief"))
+        .last();
+    if let Some(p) = last {
+        assert_eq!(p.attr("type"), Some("unavailable"), "a ghost: {p:?}");
+    }
+}
