@@ -528,8 +528,9 @@ impl Handler<LinkEvent> for Router {
 impl Router {
     /// Messages that a peer never acknowledged (it went down or restarted) or that never
     /// left: chat is routed anew (by now the peer's routes are gone, so to another
-    /// resource or to offline storage); presence, iqs and carbon copies are not, since
-    /// their moment has passed and a copy kept offline would be wrong.
+    /// resource or to offline storage); a request gets `service-unavailable`, as for any
+    /// absent resource; presence and carbon copies are dropped, since their moment has
+    /// passed and a copy kept offline would be wrong.
     fn returned(&mut self, ctx: &mut Context<Self>, to: u64, msgs: Vec<PeerMessage>) {
         let mut again = 0;
         for msg in msgs {
@@ -539,11 +540,16 @@ impl Router {
             let Ok(stanza) = Element::from_xml(&xml) else {
                 continue;
             };
-            if stanza.name() != "message" || crate::xep::carbons::is_carbon(&stanza) {
-                continue;
+            match stanza.name() {
+                "message" if !crate::xep::carbons::is_carbon(&stanza) => {
+                    again += 1;
+                    self.route(ctx, stanza, false);
+                }
+                "iq" if matches!(stanza.attr("type"), Some("get" | "set")) => {
+                    self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable)
+                }
+                _ => {}
             }
-            again += 1;
-            self.route(ctx, stanza, false);
         }
         tracing::info!(
             peer = to,
