@@ -391,6 +391,22 @@ async fn cut_off_node_disconnects_its_clients_until_it_is_back(name: &str, cut_t
         common::condition(&bound).as_deref(),
         Some("service-unavailable")
     );
+    if cut_the_leader {
+        // Found by the chaos suite: the leader's failure detector waited on a NodeDown it
+        // could not commit and, meanwhile, never noticed it was cut off. It must stop
+        // serving before that proposal gives up, not after.
+        eventually("the cut-off leader's NodeDown proposal gives up", || {
+            nodes[lonely]
+                .log()
+                .contains("failure verdict not committed")
+        });
+        let log = nodes[lonely].log();
+        let cut = log
+            .find("cut off from the majority")
+            .expect("cut off logged");
+        let gave_up = log.find("failure verdict not committed").unwrap();
+        assert!(cut < gave_up, "cut off only after its proposal gave up");
+    }
     for pid in &others {
         common::unsafe_kill(*pid, "CONT");
     }
@@ -857,8 +873,7 @@ async fn an_available_presence_held_up_past_the_end_of_its_stream_is_not_deliver
     let last = drain(&mut wes, "w1")
         .await
         .into_iter()
-        .filter(|e| e.name() == "presence" && e.attr("from") == Some("sam@localhost/brief"))
-        .last();
+        .rfind(|e| e.name() == "presence" && e.attr("from") == Some("sam@localhost/brief"));
     if let Some(p) = last {
         assert_eq!(p.attr("type"), Some("unavailable"), "a ghost: {p:?}");
     }

@@ -26,6 +26,7 @@ pub async fn run(cluster: Arc<Cluster>) {
     let mut was_leader = false;
     let mut was_member = false;
     let mut last_leader = None;
+    let verdicts = Verdicts::default();
     loop {
         interval.tick().await;
         let me = cluster.node_id();
@@ -90,10 +91,7 @@ pub async fn run(cluster: Arc<Cluster>) {
         // Verdicts are the current leader's alone: never forwarded, so a deposed leader
         // cannot get a stale NodeDown committed after the heal.
         if state.setting(&node_down_key(me)).is_some() {
-            let _ = cluster
-                .raft
-                .propose_as_leader(Command::NodeUp { node: me })
-                .await;
+            verdicts.propose(&cluster, Command::NodeUp { node: me });
         }
         for (id, ok) in answers {
             let seen = *last_ok.entry(id).or_insert(now);
@@ -102,17 +100,11 @@ pub async fn run(cluster: Arc<Cluster>) {
                 last_ok.insert(id, Instant::now());
                 if down {
                     tracing::info!(node = id, "member answers again: NodeUp");
-                    let _ = cluster
-                        .raft
-                        .propose_as_leader(Command::NodeUp { node: id })
-                        .await;
+                    verdicts.propose(&cluster, Command::NodeUp { node: id });
                 }
             } else if !down && now.duration_since(seen) >= timeout {
                 tracing::warn!(node = id, ?timeout, "member stopped answering: NodeDown");
-                let _ = cluster
-                    .raft
-                    .propose_as_leader(Command::NodeDown { node: id })
-                    .await;
+                verdicts.propose(&cluster, Command::NodeDown { node: id });
             }
         }
         last_ok.retain(|id, _| members.iter().any(|m| m.id == *id));
@@ -127,6 +119,51 @@ pub async fn run(cluster: Arc<Cluster>) {
         if reached * 2 > voters.len() {
             cluster.note_quorum();
         }
-        membership::promote(&cluster).await;
+        verdicts.promote(&cluster);
+    }
+}
+
+/// Proposals the detector makes without waiting for them: a leader cut off from the
+/// majority cannot commit them, and the loop must go on ticking so that it notices and
+/// stops serving (found by the chaos suite: an isolated leader waited 10 s on a NodeDown
+/// and served clients all that time). One proposal per verdict at a time.
+#[derive(Default)]
+struct Verdicts {
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    promoting: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Verdicts {
+    fn propose(&self, cluster: &Arc<Cluster>, command: Command) {
+        let key = format!("{command:?}");
+        if !self.lock().insert(key.clone()) {
+            return;
+        }
+        let (cluster, in_flight) = (cluster.clone(), self.in_flight.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cluster.raft.propose_as_leader(command).await {
+                tracing::warn!(verdict = %key, error = %e, "failure verdict not committed");
+            }
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
+    }
+
+    fn promote(&self, cluster: &Arc<Cluster>) {
+        use std::sync::atomic::Ordering;
+        if self.promoting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (cluster, promoting) = (cluster.clone(), self.promoting.clone());
+        tokio::spawn(async move {
+            membership::promote(&cluster).await;
+            promoting.store(false, Ordering::Release);
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

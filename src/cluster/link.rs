@@ -18,7 +18,7 @@
 //! (it was paused, or partitioned), drops the connection instead of delivering what it
 //! reads: by then the sender may have given those stanzas back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -145,21 +145,26 @@ impl Links {
                 }
             }
         });
-        // A peer declared down (or whose routes were dropped) will not acknowledge what it
-        // holds: its stanzas are routed anew, after its routes are gone.
+        // A peer declared down will not acknowledge what it holds: its link task looks at
+        // the verdict (in the replicated state, after the peer's routes are gone) and
+        // routes those stanzas anew. On a lagged event stream every link looks.
         let weak = Arc::downgrade(&links);
         let mut events = raft.subscribe();
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 let node = match events.recv().await {
-                    Ok(StateEvent::NodeDown { node } | StateEvent::RoutesLost { node, .. }) => node,
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Ok(StateEvent::NodeDown { node }) => Some(node),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => None,
                     Err(RecvError::Closed) => return,
                 };
                 let Some(links) = weak.upgrade() else { return };
-                if let Some(p) = links.peer(node) {
-                    p.give_back.notify_one();
+                let peers = links.peers.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, p) in peers.iter() {
+                    if node.is_none_or(|n| n == *id) {
+                        p.give_back.notify_one();
+                    }
                 }
             }
         });
@@ -277,7 +282,6 @@ impl Links {
             budget: p.budget.clone(),
             incoming: p.incoming.clone(),
             up: p.up.clone(),
-            give_back: p.give_back.clone(),
         })
     }
 }
@@ -287,14 +291,15 @@ struct PeerRef {
     budget: Arc<AtomicUsize>,
     incoming: mpsc::Sender<TcpStream>,
     up: Arc<AtomicBool>,
-    give_back: Arc<Notify>,
 }
 
-/// Numbered messages sent and not yet acknowledged, for one peer.
+/// What this node owes one peer: numbered messages sent and not yet acknowledged, and
+/// messages accepted for a connection that ended before they were written.
 #[derive(Default)]
 struct Outbox {
     last_seq: u64,
     unacked: VecDeque<(u64, PeerMessage)>,
+    unsent: VecDeque<PeerMessage>,
     /// The peer's incarnation they were sent to (0: none yet).
     sent_to: u64,
 }
@@ -310,11 +315,26 @@ impl Outbox {
     }
 
     fn take_all(&mut self, budget: &AtomicUsize) -> Vec<PeerMessage> {
-        let all: Vec<PeerMessage> = self.unacked.drain(..).map(|(_, m)| m).collect();
+        let all: Vec<PeerMessage> = self
+            .unacked
+            .drain(..)
+            .map(|(_, m)| m)
+            .chain(self.unsent.drain(..))
+            .collect();
         for m in &all {
             budget.fetch_sub(m.weight(), Ordering::AcqRel);
         }
         all
+    }
+
+    /// Numbers a message and keeps it until acknowledged.
+    fn number(&mut self, msg: PeerMessage) -> LinkFrame {
+        self.last_seq += 1;
+        self.unacked.push_back((self.last_seq, msg.clone()));
+        LinkFrame::Numbered {
+            seq: self.last_seq,
+            msg,
+        }
     }
 }
 
@@ -331,7 +351,7 @@ enum Served {
     Ended { greeted: bool },
     /// The peer dialled again while we still held this connection.
     Replaced(TcpStream),
-    /// The peer was declared down: its connection is dropped.
+    /// The peer was declared down and this connection had gone quiet: dropped.
     GaveBack,
 }
 
@@ -368,7 +388,7 @@ impl LinkTask {
                     None => return,
                 },
                 _ = self.give_back.notified() => {
-                    self.return_all(&mut queue);
+                    self.give_back_if_down(&mut queue);
                     continue;
                 }
             };
@@ -388,9 +408,8 @@ impl LinkTask {
                 }
                 self.up.store(false, Ordering::Release);
                 tracing::info!(node = self.me, peer = self.peer, "peer link down");
-                // What never left goes back now: the link is down, so it is routed the
-                // way a stanza for an unreachable node is (offline storage).
-                self.return_queued(&mut queue);
+                self.keep_queued(&mut queue);
+                self.give_back_if_down(&mut queue);
             }
         }
     }
@@ -420,7 +439,16 @@ impl LinkTask {
         }
     }
 
-    /// Runs one connection until it fails, is replaced, or its peer is declared down.
+    /// Whether the replicated state says the peer is down.
+    fn declared_down(&self) -> bool {
+        self.raft
+            .state()
+            .setting(&chorus_raft::node_down_key(self.peer))
+            .is_some()
+    }
+
+    /// Runs one connection until it fails, is replaced, or its peer is declared down while
+    /// the connection is quiet.
     async fn serve(
         &self,
         stream: TcpStream,
@@ -429,10 +457,9 @@ impl LinkTask {
     ) -> Served {
         let _ = stream.set_nodelay(true);
         let (mut read, mut write) = stream.into_split();
-        let Some(theirs) = self.greet(&mut read, &mut write).await else {
+        let Some((theirs, greeted_at)) = self.greet(&mut read, &mut write).await else {
             return Served::Ended { greeted: false };
         };
-        let resend = self.settle_outbox(theirs);
         {
             let mut took = self.took.lock().unwrap_or_else(|p| p.into_inner());
             if took.from != theirs.incarnation {
@@ -442,54 +469,72 @@ impl LinkTask {
                 };
             }
         }
-        // Our resources first, so the peer's view is whole before any stanza arrives; then
-        // what it did not take on the last connection.
-        let resent = resend.len() as u64;
-        let first = self
-            .resources
-            .all_local()
-            .into_iter()
-            .map(|r| LinkFrame::Unnumbered(PeerMessage::Resource(r)))
-            .chain(
-                resend
-                    .into_iter()
-                    .map(|(seq, msg)| LinkFrame::Numbered { seq, msg }),
-            );
-        let write_first = async {
-            for frame in first {
-                write_frame(&mut write, &encode(&frame)).await?;
+        let first = self.settle_outbox(theirs);
+        // The reader runs before anything else is written: both ends may have more to send
+        // at first than the socket buffers hold.
+        let ack_due = Arc::new(Notify::new());
+        let heard = Arc::new(Mutex::new(greeted_at));
+        let mut reader = tokio::spawn(self.reader(read, ack_due.clone(), heard.clone()));
+        let mut reader_done = false;
+        let resent = first
+            .iter()
+            .filter(|f| matches!(f, LinkFrame::Numbered { .. }))
+            .count();
+        let started = {
+            let write_first = async {
+                for frame in &first {
+                    write_frame(&mut write, &encode(frame)).await?;
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            // A write to a stalled peer may block until the kernel gives up: a verdict that
+            // the peer is down must not wait for that.
+            tokio::pin!(write_first);
+            loop {
+                tokio::select! {
+                    written = &mut write_first => break written.is_ok(),
+                    _ = &mut reader => { reader_done = true; break false }
+                    _ = self.give_back.notified() => {
+                        if self.quiet(&heard) && self.declared_down() {
+                            reader.abort();
+                            let _ = reader.await;
+                            self.give_back_all(queue);
+                            return Served::GaveBack;
+                        }
+                    }
+                }
             }
-            Ok::<(), std::io::Error>(())
         };
-        // A write to a stalled peer may block until the kernel gives up: a verdict that
-        // the peer is down must not wait for that.
-        tokio::select! {
-            written = write_first => if written.is_err() {
-                return Served::Ended { greeted: true };
-            },
-            _ = self.give_back.notified() => {
-                self.return_all(queue);
-                return Served::GaveBack;
+        if !started {
+            if !reader_done {
+                reader.abort();
+                let _ = reader.await;
             }
+            return Served::Ended { greeted: true };
         }
-        self.stats.resent.fetch_add(resent, Ordering::Relaxed);
+        self.stats
+            .resent
+            .fetch_add(resent as u64, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(node = self.me, peer = self.peer, "peer link up");
         self.up.store(true, Ordering::Release);
-        let ack_due = Arc::new(Notify::new());
-        let mut reader = tokio::spawn(self.reader(read, ack_due.clone()));
         let mut keepalive = tokio::time::interval(self.silence / 4);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
             let frame = tokio::select! {
-                _ = &mut reader => break Served::Ended { greeted: true },
+                _ = &mut reader => { reader_done = true; break Served::Ended { greeted: true } }
                 next = incoming.recv() => match next {
                     Some(s) => break Served::Replaced(s),
                     None => break Served::Ended { greeted: true },
                 },
+                // A peer that is declared down but still talks to us handles what we
+                // send it itself (to offline storage, once its streams are gone).
                 _ = self.give_back.notified() => {
-                    self.return_all(queue);
-                    break Served::GaveBack;
+                    if self.quiet(&heard) && self.declared_down() {
+                        self.give_back_all(queue);
+                        break Served::GaveBack;
+                    }
+                    continue;
                 }
                 // An ack doubles as the keepalive that tells the peer we are not stale.
                 _ = ack_due.notified() => self.ack_frame(),
@@ -505,19 +550,36 @@ impl LinkTask {
                     tracing::debug!(peer = self.peer, error = %e, "peer link write failed");
                     break Served::Ended { greeted: true };
                 },
-                _ = &mut reader => break Served::Ended { greeted: true },
+                _ = &mut reader => { reader_done = true; break Served::Ended { greeted: true } }
                 _ = self.give_back.notified() => {
-                    self.return_all(queue);
-                    break Served::GaveBack;
+                    if self.quiet(&heard) && self.declared_down() {
+                        self.give_back_all(queue);
+                        break Served::GaveBack;
+                    }
                 }
             }
         };
-        reader.abort();
+        if !reader_done {
+            // Awaited, not only aborted: a reader still running could take a frame of
+            // this connection after the next one reset what we took.
+            reader.abort();
+            let _ = reader.await;
+        }
         ended
     }
 
-    /// Hellos both ways; the peer's, or `None` if the connection failed first.
-    async fn greet(&self, read: &mut OwnedReadHalf, write: &mut OwnedWriteHalf) -> Option<Hello> {
+    /// Nothing heard on the connection for half the silence limit.
+    fn quiet(&self, heard: &Mutex<Instant>) -> bool {
+        heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > self.silence / 2
+    }
+
+    /// Hellos both ways; the peer's and when it came, or `None` if the connection failed
+    /// first.
+    async fn greet(
+        &self,
+        read: &mut OwnedReadHalf,
+        write: &mut OwnedWriteHalf,
+    ) -> Option<(Hello, Instant)> {
         let took = *self.took.lock().unwrap_or_else(|p| p.into_inner());
         let hello = LinkFrame::Hello {
             incarnation: self.incarnation,
@@ -534,11 +596,14 @@ impl LinkTask {
                 incarnation,
                 from,
                 took,
-            }) => Some(Hello {
-                incarnation,
-                from,
-                took,
-            }),
+            }) => Some((
+                Hello {
+                    incarnation,
+                    from,
+                    took,
+                },
+                Instant::now(),
+            )),
             other => {
                 tracing::warn!(peer = self.peer, frame = ?other, "peer link opened without a hello; closing");
                 None
@@ -546,12 +611,20 @@ impl LinkTask {
         }
     }
 
-    /// Drops what the peer says it took from us and returns what it must get again; what
-    /// an earlier run of the peer never acknowledged goes back to the router.
-    fn settle_outbox(&self, theirs: Hello) -> Vec<(u64, PeerMessage)> {
+    /// What a new connection starts with: our resources (so the peer's view is whole
+    /// before any stanza arrives), then what the peer did not take on the last connection,
+    /// then what never left. What an earlier run of the peer never acknowledged goes back
+    /// to the router instead.
+    fn settle_outbox(&self, theirs: Hello) -> Vec<LinkFrame> {
         let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         if out.sent_to != 0 && out.sent_to != theirs.incarnation {
-            let lost = out.take_all(&self.budget);
+            let lost: Vec<PeerMessage> = {
+                let unacked: Vec<PeerMessage> = out.unacked.drain(..).map(|(_, m)| m).collect();
+                for m in &unacked {
+                    self.budget.fetch_sub(m.weight(), Ordering::AcqRel);
+                }
+                unacked
+            };
             self.give_back_msgs(lost);
         }
         out.sent_to = theirs.incarnation;
@@ -561,17 +634,36 @@ impl LinkTask {
         // Presence is state, not news: an available presence of a stream that has ended
         // since would, sent late, make contacts see a ghost (the stream's end reached them
         // through the routing table meanwhile).
-        let live: std::collections::HashSet<String> = self
+        let live: HashSet<String> = self
+            .resources
+            .all_local()
+            .iter()
+            .map(|r| r.full_jid.clone())
+            .collect();
+        let mut first: Vec<LinkFrame> = self
             .resources
             .all_local()
             .into_iter()
-            .map(|r| r.full_jid)
+            .map(|r| LinkFrame::Unnumbered(PeerMessage::Resource(r)))
             .collect();
-        out.unacked
-            .iter()
-            .filter(|(_, msg)| !presence_of_ended_stream(msg, &live))
-            .cloned()
-            .collect()
+        first.extend(
+            out.unacked
+                .iter()
+                .filter(|(_, msg)| !presence_of_ended_stream(msg, &live))
+                .map(|(seq, msg)| LinkFrame::Numbered {
+                    seq: *seq,
+                    msg: msg.clone(),
+                }),
+        );
+        let unsent: Vec<PeerMessage> = out.unsent.drain(..).collect();
+        for msg in unsent {
+            if presence_of_ended_stream(&msg, &live) {
+                self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
+            } else {
+                first.push(out.number(msg));
+            }
+        }
+        first
     }
 
     fn ack_frame(&self) -> LinkFrame {
@@ -585,11 +677,10 @@ impl LinkTask {
             self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
             return LinkFrame::Unnumbered(msg);
         }
-        let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        out.last_seq += 1;
-        let seq = out.last_seq;
-        out.unacked.push_back((seq, msg.clone()));
-        LinkFrame::Numbered { seq, msg }
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .number(msg)
     }
 
     /// Reads until the connection fails, goes stale, or this node is cut off.
@@ -597,6 +688,7 @@ impl LinkTask {
         &self,
         mut read: OwnedReadHalf,
         ack_due: Arc<Notify>,
+        heard: Arc<Mutex<Instant>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let ctx = ReaderContext {
             peer: self.peer,
@@ -610,7 +702,6 @@ impl LinkTask {
             silence: self.silence,
         };
         async move {
-            let mut last = Instant::now();
             loop {
                 let frame =
                     match tokio::time::timeout(ctx.silence, read_frame(&mut read, MAX_LINK_FRAME))
@@ -628,15 +719,18 @@ impl LinkTask {
                     };
                 // Checked on the clock, not by the timeout alone: after this process was
                 // paused, frames that waited in the socket are ready at once.
-                if last.elapsed() > ctx.silence {
-                    ctx.stats.dropped_stale.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        peer = ctx.peer,
-                        "peer link was silent too long; dropping it"
-                    );
-                    return;
+                {
+                    let mut heard = heard.lock().unwrap_or_else(|p| p.into_inner());
+                    if heard.elapsed() > ctx.silence {
+                        ctx.stats.dropped_stale.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            peer = ctx.peer,
+                            "peer link was silent too long; dropping it"
+                        );
+                        return;
+                    }
+                    *heard = Instant::now();
                 }
-                last = Instant::now();
                 match decode::<LinkFrame>(&frame) {
                     Ok(LinkFrame::Numbered { seq, msg }) => {
                         if !open(&ctx.gate) {
@@ -677,29 +771,35 @@ impl LinkTask {
         }
     }
 
-    /// The peer is down: everything it did not acknowledge, and everything not yet sent,
-    /// is routed anew.
-    fn return_all(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
-        let unacked = self
+    /// When the peer is declared down, everything it did not acknowledge and everything
+    /// not yet sent is routed anew (its routes are gone by then).
+    fn give_back_if_down(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
+        if self.declared_down() {
+            self.give_back_all(queue);
+        }
+    }
+
+    fn give_back_all(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
+        self.keep_queued(queue);
+        let all = self
             .outbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take_all(&self.budget);
-        self.give_back_msgs(unacked);
-        self.return_queued(queue);
+        self.give_back_msgs(all);
     }
 
-    /// Stanzas queued for a connection that is gone go back to the router; resource
+    /// Stanzas queued for a connection that is gone wait for the next one; resource
     /// updates are dropped, since the next connection sends the current state anyway.
-    fn return_queued(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
-        let mut back = Vec::new();
+    fn keep_queued(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
+        let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         while let Ok(msg) = queue.try_recv() {
-            self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
             if msg.numbered() {
-                back.push(msg);
+                out.unsent.push_back(msg);
+            } else {
+                self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
             }
         }
-        self.give_back_msgs(back);
     }
 
     fn give_back_msgs(&self, msgs: Vec<PeerMessage>) {
@@ -764,7 +864,7 @@ impl ReaderContext {
 }
 
 /// An available presence from a local stream that is no longer live.
-fn presence_of_ended_stream(msg: &PeerMessage, live: &std::collections::HashSet<String>) -> bool {
+fn presence_of_ended_stream(msg: &PeerMessage, live: &HashSet<String>) -> bool {
     let (PeerMessage::Route { xml } | PeerMessage::Deliver { xml, .. }) = msg else {
         return false;
     };

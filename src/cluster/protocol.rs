@@ -86,8 +86,14 @@ pub enum PeerMessage {
     /// A stanza (serialized with its namespace) for the receiving node's router, which delivers it locally and never sends
     /// it on again (so a stale routing table cannot make stanzas loop).
     Route { xml: String },
-    /// A stanza for one session on the receiving node, written as it is.
-    Deliver { full_jid: String, xml: String },
+    /// A stanza for one session on the receiving node, written as it is. `alone`: no
+    /// copy of it went to a resource on another node (so if this one never arrives, the
+    /// account has none).
+    Deliver {
+        full_jid: String,
+        xml: String,
+        alone: bool,
+    },
     /// For the receiving node's user actor of `user` only.
     ToUser { user: String, msg: UserMessage },
     /// The presence-relevant state of one of the sender's resources.
@@ -110,7 +116,7 @@ impl PeerMessage {
     pub fn weight(&self) -> usize {
         64 + match self {
             PeerMessage::Route { xml } => xml.len(),
-            PeerMessage::Deliver { full_jid, xml } => full_jid.len() + xml.len(),
+            PeerMessage::Deliver { full_jid, xml, .. } => full_jid.len() + xml.len(),
             PeerMessage::ToUser { user, msg } => {
                 user.len()
                     + match msg {

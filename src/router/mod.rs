@@ -519,7 +519,7 @@ impl Handler<LinkEvent> for Router {
     type Result = ();
     fn handle(&mut self, event: LinkEvent, ctx: &mut Context<Self>) {
         match event {
-            LinkEvent::Received { from, msg } => self.from_peer(ctx, from, msg),
+            LinkEvent::Received { from, msg } => self.received(ctx, from, msg),
             LinkEvent::Returned { to, msgs } => self.returned(ctx, to, msgs),
         }
     }
@@ -533,9 +533,16 @@ impl Router {
     /// passed and a copy kept offline would be wrong.
     fn returned(&mut self, ctx: &mut Context<Self>, to: u64, msgs: Vec<PeerMessage>) {
         let mut again = 0;
+        // Copies of one stanza to several resources on the dead node: routed anew once.
+        let mut seen = std::collections::HashSet::new();
         for msg in msgs {
-            let (PeerMessage::Route { xml } | PeerMessage::Deliver { xml, .. }) = msg else {
-                continue;
+            let xml = match msg {
+                PeerMessage::Route { xml } => xml,
+                // A copy of a stanza that also went to a resource on another node: the
+                // account has it.
+                PeerMessage::Deliver { alone: false, .. } => continue,
+                PeerMessage::Deliver { xml, .. } if seen.insert(xml.clone()) => xml,
+                _ => continue,
             };
             let Ok(stanza) = Element::from_xml(&xml) else {
                 continue;
@@ -558,7 +565,7 @@ impl Router {
         );
     }
 
-    fn from_peer(&mut self, ctx: &mut Context<Self>, from: u64, msg: PeerMessage) {
+    fn received(&mut self, ctx: &mut Context<Self>, from: u64, msg: PeerMessage) {
         tracing::trace!(from, ?msg, "from peer");
         let parse = |xml: &str| match Element::from_xml(xml) {
             Ok(e) => Some(e),
@@ -573,7 +580,7 @@ impl Router {
                     self.route(ctx, stanza, true);
                 }
             }
-            PeerMessage::Deliver { full_jid, xml } => {
+            PeerMessage::Deliver { full_jid, xml, .. } => {
                 let Some(stanza) = parse(xml) else { return };
                 match self.sessions.get(full_jid) {
                     Some(handle) => deliver_or_kick(handle, stanza),

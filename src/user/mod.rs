@@ -110,10 +110,11 @@ impl UserActor {
 
     /// Writes a stanza to one of this account's resources on another node; false when the
     /// link cannot take it now.
-    fn deliver_remote(&self, r: &ResourceState, stanza: &Element) -> bool {
+    fn deliver_remote(&self, r: &ResourceState, stanza: &Element, alone: bool) -> bool {
         let msg = PeerMessage::Deliver {
             full_jid: r.full_jid.clone(),
             xml: stanza.to_xml(),
+            alone,
         };
         let sent = self.cluster.links.send(r.node, &msg).is_ok();
         if !sent {
@@ -162,7 +163,13 @@ impl UserActor {
                         crate::router::deliver_or_kick(&r.handle, stanza.clone());
                         handed = true;
                     } else if let Some(r) = remote.iter().find(|r| &r.full_jid == target) {
-                        handed |= self.deliver_remote(r, &stanza);
+                        // Whether any copy goes elsewhere than r's node: if r's node dies
+                        // before taking it, the account has it only if so.
+                        let alone = targets.iter().all(|t| {
+                            !self.resources.contains_key(t)
+                                && remote.iter().any(|o| &o.full_jid == t && o.node == r.node)
+                        });
+                        handed |= self.deliver_remote(r, &stanza, alone);
                     }
                 }
                 if !handed && stanza.name() == "message" {
@@ -197,7 +204,7 @@ impl UserActor {
         for r in self.remote() {
             if r.carbons && !except.contains(&r.full_jid) {
                 let carbon = carbons::wrap(direction, &self.bare, &r.full_jid, stanza);
-                self.deliver_remote(&r, &carbon);
+                self.deliver_remote(&r, &carbon, true);
             }
         }
     }
@@ -271,7 +278,7 @@ impl UserActor {
             let mut copy = stanza.clone();
             copy.set_attr("from", from_full);
             copy.set_attr("to", r.full_jid.as_str());
-            self.deliver_remote(&r, &copy);
+            self.deliver_remote(&r, &copy, true);
         }
     }
 
