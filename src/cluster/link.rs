@@ -140,8 +140,10 @@ impl Links {
             while let Some(LinkStream { peer, stream }) = streams.recv().await {
                 let Some(links) = weak.upgrade() else { break };
                 let incoming = links.peer(peer).map(|p| p.incoming.clone());
+                // Never waits: one busy link task must not hold up the others' connections
+                // (the peer dials again).
                 if let Some(incoming) = incoming {
-                    let _ = incoming.send(stream).await;
+                    let _ = incoming.try_send(stream);
                 }
             }
         });
@@ -545,18 +547,32 @@ impl LinkTask {
                 },
             };
             let bytes = encode(&frame);
-            tokio::select! {
-                written = write_frame(&mut write, &bytes) => if let Err(e) = written {
-                    tracing::debug!(peer = self.peer, error = %e, "peer link write failed");
-                    break Served::Ended { greeted: true };
-                },
-                _ = &mut reader => { reader_done = true; break Served::Ended { greeted: true } }
-                _ = self.give_back.notified() => {
-                    if self.quiet(&heard) && self.declared_down() {
-                        self.give_back_all(queue);
-                        break Served::GaveBack;
+            let written = write_frame(&mut write, &bytes);
+            tokio::pin!(written);
+            // A half-written frame is only ever abandoned with its connection.
+            let ended = loop {
+                tokio::select! {
+                    result = &mut written => match result {
+                        Ok(()) => break None,
+                        Err(e) => {
+                            tracing::debug!(peer = self.peer, error = %e, "peer link write failed");
+                            break Some(Served::Ended { greeted: true });
+                        }
+                    },
+                    _ = &mut reader => {
+                        reader_done = true;
+                        break Some(Served::Ended { greeted: true });
+                    }
+                    _ = self.give_back.notified() => {
+                        if self.quiet(&heard) && self.declared_down() {
+                            self.give_back_all(queue);
+                            break Some(Served::GaveBack);
+                        }
                     }
                 }
+            };
+            if let Some(ended) = ended {
+                break ended;
             }
         };
         if !reader_done {

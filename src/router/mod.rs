@@ -389,6 +389,29 @@ impl Handler<Register> for Router {
         let Ok(full) = jid::FullJid::new(&handle.full_jid) else {
             return;
         };
+        // The bind was applied here before the session started, but a bind elsewhere (or
+        // this node's routes being dropped) may have followed before it registered: the
+        // event that ended the stream then found no session here to end, and it would
+        // live on with no route (found by the chaos suite: two live streams of one full
+        // JID).
+        let route = self.state.route(&handle.full_jid);
+        if route
+            .as_ref()
+            .is_none_or(|r| r.node != self.node_id || r.session != handle.session_id)
+        {
+            let (condition, text) = match route {
+                Some(_) => (StreamErrorKind::Conflict, "replaced by a new connection"),
+                None => (
+                    StreamErrorKind::SystemShutdown,
+                    "this node lost its session in the cluster; reconnect",
+                ),
+            };
+            handle.kick.do_send(Kick {
+                condition,
+                text: Some(text.into()),
+            });
+            return;
+        }
         self.cluster.sessions.store(
             self.sessions.len() as u64 + 1,
             std::sync::atomic::Ordering::Relaxed,

@@ -117,11 +117,17 @@ async def setup(ctx):
 async def run(ctx, stop):
     senders, online, offline = accounts(ctx.domain)
     recipients = online + offline
-    tasks = [asyncio.ensure_future(_receiver(ctx, j, stop)) for j in online]
-    for i in range(len(ctx.nodes) * SENDERS_PER_NODE):
-        tasks.append(asyncio.ensure_future(_sender(ctx, i, senders[i % len(senders)], recipients, stop)))
+    # Online recipients stay connected until every send has settled: a message on its way
+    # to a stream that its own client closes is lost without XEP-0198, by the client's
+    # doing (found as one "lost" message sent in the last second of a run).
+    senders_done = asyncio.Event()
+    receivers = [asyncio.ensure_future(_receiver(ctx, j, senders_done)) for j in online]
+    sending = [asyncio.ensure_future(_sender(ctx, i, senders[i % len(senders)], recipients, stop))
+               for i in range(len(ctx.nodes) * SENDERS_PER_NODE)]
     await stop.wait()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*sending, return_exceptions=True)
+    senders_done.set()
+    await asyncio.gather(*receivers, return_exceptions=True)
 
 
 async def final(ctx):
