@@ -8,12 +8,13 @@
 //! kept per pair: one queue, one connection, one reader.
 //!
 //! A stanza, once a link took it, is not lost with a connection or with its peer
-//! (docs/clustering.md, "Peer links"): the sender numbers it and keeps it until the
+//! (docs/clustering.md, "Peer links keep what they took"): the sender numbers it and keeps it until the
 //! receiver acknowledges that number. A new connection starts with a hello each way that
 //! says which process run the sender is and the last number it took from the other, so
 //! the other sends again only what was not taken. What a peer never acknowledged goes back
-//! to the router to be routed anew (offline storage, or another resource) when the peer is
-//! declared down, or comes back as a new process that cannot have it. A receiver that is
+//! to the router to be routed anew (offline storage, or another resource) when the
+//! replicated state says the peer is down and its connection has gone quiet, or when it
+//! comes back as a new process that cannot have it. A receiver that is
 //! cut off from the majority, or whose connection went silent for half the failure timeout
 //! (it was paused, or partitioned), drops the connection instead of delivering what it
 //! reads: by then the sender may have given those stanzas back.
