@@ -183,11 +183,6 @@ impl Links {
         let _ = self.gate.set(gate);
     }
 
-    pub fn is_up(&self, node: NodeId) -> bool {
-        self.peer(node)
-            .is_some_and(|p| p.up.load(Ordering::Acquire))
-    }
-
     /// Queues `msg` for `node`; refused at once when the link is down or full.
     pub fn send(&self, node: NodeId, msg: &PeerMessage) -> Result<(), SendError> {
         let Some(peer) = self.peer(node) else {
