@@ -91,7 +91,7 @@ pub async fn run(cluster: Arc<Cluster>) {
         // Verdicts are the current leader's alone: never forwarded, so a deposed leader
         // cannot get a stale NodeDown committed after the heal.
         if state.setting(&node_down_key(me)).is_some() {
-            verdicts.propose(&cluster, Command::NodeUp { node: me });
+            verdicts.propose(&cluster, me, true);
         }
         for (id, ok) in answers {
             let seen = *last_ok.entry(id).or_insert(now);
@@ -100,11 +100,11 @@ pub async fn run(cluster: Arc<Cluster>) {
                 last_ok.insert(id, Instant::now());
                 if down {
                     tracing::info!(node = id, "member answers again: NodeUp");
-                    verdicts.propose(&cluster, Command::NodeUp { node: id });
+                    verdicts.propose(&cluster, id, true);
                 }
             } else if !down && now.duration_since(seen) >= timeout {
                 tracing::warn!(node = id, ?timeout, "member stopped answering: NodeDown");
-                verdicts.propose(&cluster, Command::NodeDown { node: id });
+                verdicts.propose(&cluster, id, false);
             }
         }
         last_ok.retain(|id, _| members.iter().any(|m| m.id == *id));
@@ -129,25 +129,36 @@ pub async fn run(cluster: Arc<Cluster>) {
 /// and served clients all that time). One proposal per verdict at a time.
 #[derive(Default)]
 struct Verdicts {
-    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// (node, up) verdicts proposed and not yet answered.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<(NodeId, bool)>>>,
     promoting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Verdicts {
-    fn propose(&self, cluster: &Arc<Cluster>, command: Command) {
-        let key = format!("{command:?}");
-        if !self.lock().insert(key.clone()) {
+    /// Proposes `NodeUp` (`up`) or `NodeDown` for `node`, unless that verdict is pending.
+    fn propose(&self, cluster: &Arc<Cluster>, node: NodeId, up: bool) {
+        let in_flight = self.in_flight.clone();
+        if !in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((node, up))
+        {
             return;
         }
-        let (cluster, in_flight) = (cluster.clone(), self.in_flight.clone());
+        let command = if up {
+            Command::NodeUp { node }
+        } else {
+            Command::NodeDown { node }
+        };
+        let cluster = cluster.clone();
         tokio::spawn(async move {
             if let Err(e) = cluster.raft.propose_as_leader(command).await {
-                tracing::warn!(verdict = %key, error = %e, "failure verdict not committed");
+                tracing::warn!(node, up, error = %e, "failure verdict not committed");
             }
             in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+                .remove(&(node, up));
         });
     }
 
@@ -161,9 +172,5 @@ impl Verdicts {
             membership::promote(&cluster).await;
             promoting.store(false, Ordering::Release);
         });
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

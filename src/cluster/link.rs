@@ -184,7 +184,7 @@ impl Links {
     }
 
     /// Queues `msg` for `node`; refused at once when the link is down or full.
-    pub fn send(&self, node: NodeId, msg: &PeerMessage) -> Result<(), SendError> {
+    pub fn send(&self, node: NodeId, msg: PeerMessage) -> Result<(), SendError> {
         let Some(peer) = self.peer(node) else {
             self.stats.refused_down.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Down);
@@ -203,7 +203,7 @@ impl Links {
             );
             return Err(SendError::Full);
         }
-        match peer.queue.try_send(msg.clone()) {
+        match peer.queue.try_send(msg) {
             Ok(()) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -225,7 +225,7 @@ impl Links {
     pub fn broadcast(&self, msg: &PeerMessage) {
         for m in self.raft.members() {
             if m.id != self.me {
-                let _ = self.send(m.id, msg);
+                let _ = self.send(m.id, msg.clone());
             }
         }
     }
@@ -312,15 +312,19 @@ impl Outbox {
         }
     }
 
-    fn take_all(&mut self, budget: &AtomicUsize) -> Vec<PeerMessage> {
-        let all: Vec<PeerMessage> = self
-            .unacked
-            .drain(..)
-            .map(|(_, m)| m)
-            .chain(self.unsent.drain(..))
-            .collect();
-        for m in &all {
+    fn take_unacked(&mut self, budget: &AtomicUsize) -> Vec<PeerMessage> {
+        let taken: Vec<PeerMessage> = self.unacked.drain(..).map(|(_, m)| m).collect();
+        for m in &taken {
             budget.fetch_sub(m.weight(), Ordering::AcqRel);
+        }
+        taken
+    }
+
+    fn take_all(&mut self, budget: &AtomicUsize) -> Vec<PeerMessage> {
+        let mut all = self.take_unacked(budget);
+        for m in self.unsent.drain(..) {
+            budget.fetch_sub(m.weight(), Ordering::AcqRel);
+            all.push(m);
         }
         all
     }
@@ -493,10 +497,9 @@ impl LinkTask {
                     written = &mut write_first => break written.is_ok(),
                     _ = &mut reader => { reader_done = true; break false }
                     _ = self.give_back.notified() => {
-                        if self.quiet(&heard) && self.declared_down() {
+                        if self.gave_back(&heard, queue) {
                             reader.abort();
                             let _ = reader.await;
-                            self.give_back_all(queue);
                             return Served::GaveBack;
                         }
                     }
@@ -528,8 +531,7 @@ impl LinkTask {
                 // A peer that is declared down but still talks to us handles what we
                 // send it itself (to offline storage, once its streams are gone).
                 _ = self.give_back.notified() => {
-                    if self.quiet(&heard) && self.declared_down() {
-                        self.give_back_all(queue);
+                    if self.gave_back(&heard, queue) {
                         break Served::GaveBack;
                     }
                     continue;
@@ -560,8 +562,7 @@ impl LinkTask {
                         break Some(Served::Ended { greeted: true });
                     }
                     _ = self.give_back.notified() => {
-                        if self.quiet(&heard) && self.declared_down() {
-                            self.give_back_all(queue);
+                        if self.gave_back(&heard, queue) {
                             break Some(Served::GaveBack);
                         }
                     }
@@ -580,9 +581,15 @@ impl LinkTask {
         ended
     }
 
-    /// Nothing heard on the connection for half the silence limit.
-    fn quiet(&self, heard: &Mutex<Instant>) -> bool {
-        heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > self.silence / 2
+    /// Gives everything back if the peer is declared down and its connection, last heard
+    /// at `heard`, has been quiet for half the silence limit; whether it did.
+    fn gave_back(&self, heard: &Mutex<Instant>, queue: &mut mpsc::Receiver<PeerMessage>) -> bool {
+        let quiet = heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > self.silence / 2;
+        let give = quiet && self.declared_down();
+        if give {
+            self.give_back_all(queue);
+        }
+        give
     }
 
     /// Hellos both ways; the peer's and when it came, or `None` if the connection failed
@@ -630,13 +637,7 @@ impl LinkTask {
     fn settle_outbox(&self, theirs: Hello) -> Vec<LinkFrame> {
         let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         if out.sent_to != 0 && out.sent_to != theirs.incarnation {
-            let lost: Vec<PeerMessage> = {
-                let unacked: Vec<PeerMessage> = out.unacked.drain(..).map(|(_, m)| m).collect();
-                for m in &unacked {
-                    self.budget.fetch_sub(m.weight(), Ordering::AcqRel);
-                }
-                unacked
-            };
+            let lost = out.take_unacked(&self.budget);
             self.give_back_msgs(lost);
         }
         out.sent_to = theirs.incarnation;
@@ -646,15 +647,9 @@ impl LinkTask {
         // Presence is state, not news: an available presence of a stream that has ended
         // since would, sent late, make contacts see a ghost (the stream's end reached them
         // through the routing table meanwhile).
-        let live: HashSet<String> = self
-            .resources
-            .all_local()
-            .iter()
-            .map(|r| r.full_jid.clone())
-            .collect();
-        let mut first: Vec<LinkFrame> = self
-            .resources
-            .all_local()
+        let local = self.resources.all_local();
+        let live: HashSet<String> = local.iter().map(|r| r.full_jid.clone()).collect();
+        let mut first: Vec<LinkFrame> = local
             .into_iter()
             .map(|r| LinkFrame::Unnumbered(PeerMessage::Resource(r)))
             .collect();

@@ -246,7 +246,7 @@ impl Router {
         let msg = PeerMessage::Route {
             xml: stanza.to_xml(),
         };
-        let sent = self.cluster.links.send(node, &msg);
+        let sent = self.cluster.links.send(node, msg);
         tracing::trace!(node, ?sent, "stanza forwarded");
         sent.is_ok()
     }
@@ -272,7 +272,7 @@ impl Router {
             msg,
         };
         for node in self.remote_nodes_of(user) {
-            let sent = self.cluster.links.send(node, &peer);
+            let sent = self.cluster.links.send(node, peer.clone());
             tracing::trace!(node, %user, ?sent, "user message forwarded");
         }
     }

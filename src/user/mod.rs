@@ -116,7 +116,7 @@ impl UserActor {
             xml: stanza.to_xml(),
             alone,
         };
-        let sent = self.cluster.links.send(r.node, &msg).is_ok();
+        let sent = self.cluster.links.send(r.node, msg).is_ok();
         if !sent {
             tracing::debug!(to = %r.full_jid, "peer link down; stanza for a remote resource not sent");
         }
