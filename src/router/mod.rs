@@ -24,6 +24,11 @@ use crate::xmpp::error::{error_reply, StanzaErrorKind, StreamErrorKind};
 use crate::xmpp::stanza;
 use messages::*;
 
+/// What a stream hears when a bind elsewhere replaced it.
+const REPLACED: &str = "replaced by a new connection";
+/// What a stream hears when this node's routes were dropped under it.
+const LOST_SESSION: &str = "this node lost its session in the cluster; reconnect";
+
 pub struct Router {
     node_id: u64,
     domain: String,
@@ -241,6 +246,13 @@ impl Router {
         self.ghost_suspects = missing;
     }
 
+    /// The routing table routes this session's full JID to this very session.
+    fn holds_route(&self, handle: &SessionHandle) -> bool {
+        self.state
+            .route(&handle.full_jid)
+            .is_some_and(|r| r.node == self.node_id && r.session == handle.session_id)
+    }
+
     /// Sends a stanza to another node's router; false when the link cannot take it now.
     fn forward(&self, node: u64, stanza: &Element) -> bool {
         let msg = PeerMessage::Route {
@@ -287,7 +299,7 @@ impl Router {
                     &full_jid,
                     &route.session,
                     StreamErrorKind::SystemShutdown,
-                    "this node lost its session in the cluster; reconnect",
+                    LOST_SESSION,
                 );
                 continue;
             }
@@ -394,17 +406,10 @@ impl Handler<Register> for Router {
         // event that ended the stream then found no session here to end, and it would
         // live on with no route (found by the chaos suite: two live streams of one full
         // JID).
-        let route = self.state.route(&handle.full_jid);
-        if route
-            .as_ref()
-            .is_none_or(|r| r.node != self.node_id || r.session != handle.session_id)
-        {
-            let (condition, text) = match route {
-                Some(_) => (StreamErrorKind::Conflict, "replaced by a new connection"),
-                None => (
-                    StreamErrorKind::SystemShutdown,
-                    "this node lost its session in the cluster; reconnect",
-                ),
+        if !self.holds_route(&handle) {
+            let (condition, text) = match self.state.route(&handle.full_jid) {
+                Some(_) => (StreamErrorKind::Conflict, REPLACED),
+                None => (StreamErrorKind::SystemShutdown, LOST_SESSION),
             };
             handle.kick.do_send(Kick {
                 condition,
@@ -425,7 +430,7 @@ impl Handler<Register> for Router {
                 // The Raft event normally does this; this covers a lagged event stream.
                 old.kick.do_send(Kick {
                     condition: StreamErrorKind::Conflict,
-                    text: Some("replaced by a new connection".into()),
+                    text: Some(REPLACED.into()),
                 });
                 self.users
                     .entry(bare.clone())
@@ -719,12 +724,7 @@ impl Handler<Applied> for Router {
                     .resources
                     .forget(&full_jid, Some(old.session.as_str()));
                 if old.node == self.node_id && old.session != new.session {
-                    self.kick_session(
-                        &full_jid,
-                        &old.session,
-                        StreamErrorKind::Conflict,
-                        "replaced by a new connection",
-                    );
+                    self.kick_session(&full_jid, &old.session, StreamErrorKind::Conflict, REPLACED);
                 }
             }
             StateEvent::RouteRemoved { full_jid, route } => {
@@ -768,11 +768,10 @@ impl Handler<Reconcile> for Router {
     type Result = ();
     fn handle(&mut self, _: Reconcile, _: &mut Context<Self>) {
         for handle in self.sessions.values() {
-            let current = self.state.route(&handle.full_jid);
-            if current.is_none_or(|r| r.node != self.node_id || r.session != handle.session_id) {
+            if !self.holds_route(handle) {
                 handle.kick.do_send(Kick {
                     condition: StreamErrorKind::Conflict,
-                    text: Some("replaced by a new connection".into()),
+                    text: Some(REPLACED.into()),
                 });
             }
         }
