@@ -58,6 +58,19 @@ pub struct C2sSettings {
     pub idle_timeout_secs: u64,
     /// Stanzas waiting to be written to one client; a client that lets more pile up is disconnected.
     pub outbound_queue: u64,
+    /// Bytes waiting to be written to one client; a client that lets more pile up is disconnected.
+    pub outbound_queue_bytes: u64,
+    /// Seconds a write to a client may make no progress before the connection is closed.
+    pub write_timeout_secs: u64,
+    /// Client connections this node holds at once; 0: as many as the open-file limit
+    /// allows, less 1024 kept for storage and the cluster (a larger figure is capped so).
+    pub max_connections: u64,
+    /// Client connections from one IP address.
+    pub max_connections_per_ip: u64,
+    /// Client connections that have not authenticated yet.
+    pub max_unauthenticated: u64,
+    /// Seconds of silence before the kernel probes a client socket (TCP keep-alive); 0: off.
+    pub tcp_keepalive_secs: u64,
     /// Failed SASL attempts allowed on one connection before it is closed.
     pub max_auth_failures: u64,
 }
@@ -230,6 +243,12 @@ impl Default for C2sSettings {
             ping_interval_secs: 120,
             idle_timeout_secs: 300,
             outbound_queue: 8192,
+            outbound_queue_bytes: 2 * 1024 * 1024,
+            write_timeout_secs: 30,
+            max_connections: 0,
+            max_connections_per_ip: 5000,
+            max_unauthenticated: 5000,
+            tcp_keepalive_secs: 60,
             max_auth_failures: 3,
         }
     }
@@ -442,6 +461,13 @@ impl Settings {
             ("c2s.ping_interval_secs", self.c2s.ping_interval_secs),
             ("c2s.idle_timeout_secs", self.c2s.idle_timeout_secs),
             ("c2s.outbound_queue", self.c2s.outbound_queue),
+            ("c2s.outbound_queue_bytes", self.c2s.outbound_queue_bytes),
+            ("c2s.write_timeout_secs", self.c2s.write_timeout_secs),
+            (
+                "c2s.max_connections_per_ip",
+                self.c2s.max_connections_per_ip,
+            ),
+            ("c2s.max_unauthenticated", self.c2s.max_unauthenticated),
             (
                 "cluster.snapshot_threshold",
                 self.cluster.snapshot_threshold,

@@ -158,21 +158,6 @@ async fn members_beyond_the_voter_count_are_learners_that_serve_clients() {
     assert_eq!(body_of(&m).as_deref(), Some("from a learner"));
 }
 
-/// A Prometheus counter's value in a node's /metrics.
-fn metric(node: &TestNode, name: &str) -> u64 {
-    let body = ureq::get(&format!("http://127.0.0.1:{}/metrics", node.http))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_beacons_are_counted_and_a_disabled_cluster_sends_none() {
     let nodes = start_cluster(&unique("beacons"), 2, Find::Multicast, &[]);
@@ -194,8 +179,8 @@ async fn bad_beacons_are_counted_and_a_disabled_cluster_sends_none() {
     let unsigned = br#"{"cluster_name":"x","node_id":1,"cluster_addr":"127.0.0.1:1","protocol":3,"cluster_id":null,"sent_at_ms":0,"nonce":0}"#;
     sock.send_to(unsigned, &group).unwrap();
     eventually("the bad datagrams are counted", || {
-        metric(&nodes[1], "chorus_discovery_beacons_malformed_total") >= 1
-            && metric(&nodes[1], "chorus_discovery_beacons_unsigned_total") >= 1
+        nodes[1].metric("chorus_discovery_beacons_malformed_total") >= 1
+            && nodes[1].metric("chorus_discovery_beacons_unsigned_total") >= 1
     });
     assert_eq!(member_ids(&status(&nodes[1])).len(), 2);
 
@@ -205,8 +190,8 @@ async fn bad_beacons_are_counted_and_a_disabled_cluster_sends_none() {
     let mut last = (0, 0);
     eventually("beacons stop", || {
         let now = (
-            metric(&nodes[0], "chorus_discovery_beacons_sent_total"),
-            metric(&nodes[1], "chorus_discovery_beacons_sent_total"),
+            nodes[0].metric("chorus_discovery_beacons_sent_total"),
+            nodes[1].metric("chorus_discovery_beacons_sent_total"),
         );
         let stopped = now == last;
         last = now;
@@ -215,9 +200,9 @@ async fn bad_beacons_are_counted_and_a_disabled_cluster_sends_none() {
     });
     let out = nodes[1].cli(&["cluster", "enable"]);
     assert!(out.status.success());
-    let before = metric(&nodes[0], "chorus_discovery_beacons_sent_total");
+    let before = nodes[0].metric("chorus_discovery_beacons_sent_total");
     eventually("beacons resume", || {
-        metric(&nodes[0], "chorus_discovery_beacons_sent_total") > before
+        nodes[0].metric("chorus_discovery_beacons_sent_total") > before
     });
 }
 
@@ -866,7 +851,7 @@ async fn an_available_presence_held_up_past_the_end_of_its_stream_is_not_deliver
     // Once the link is back and has sent what it still holds, wes's last word on the
     // brief stream must be that it is gone (or nothing at all).
     eventually("the link between the two nodes is up again", || {
-        metric(&nodes[sam_node], "chorus_peer_link_connects_total") >= 3
+        nodes[sam_node].metric("chorus_peer_link_connects_total") >= 3
     });
     sam.sync("s1").await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -5,8 +5,10 @@
 //! to take the socket back from the parser; once a resource is bound the
 //! stream is split between a parser task, a writer task and the session actor.
 
+pub mod admission;
 pub mod listener;
 pub mod negotiate;
+pub mod outbound;
 pub mod session;
 pub mod tls;
 pub mod transport;
@@ -40,6 +42,8 @@ pub struct C2s {
     pub started: std::time::Instant,
     /// Whether this node may serve clients now (in contact with the majority).
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// Open connections and their bounds.
+    pub admission: Arc<admission::Admission>,
 }
 
 #[derive(Default)]
@@ -48,11 +52,28 @@ pub struct C2sStats {
     pub auth_successes: AtomicU64,
     pub auth_failures: AtomicU64,
     pub stream_errors: AtomicU64,
+    /// Sessions closed because their outbound queue overflowed.
+    pub slow_clients: AtomicU64,
+    /// Connections closed because a write made no progress for `c2s.write_timeout_secs`.
+    pub write_timeouts: AtomicU64,
 }
 
 impl C2s {
     pub fn domain(&self) -> &str {
         &self.settings.domain
+    }
+
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.settings.c2s.write_timeout_secs)
+    }
+
+    /// The connection bounds of `settings`, `c2s.max_connections` capped by the file limit.
+    pub fn admission_from(settings: &Settings) -> Arc<admission::Admission> {
+        admission::Admission::new(admission::Bounds {
+            total: admission::effective_max_connections(settings.c2s.max_connections),
+            per_ip: settings.c2s.max_connections_per_ip,
+            unauthenticated: settings.c2s.max_unauthenticated,
+        })
     }
 
     /// The parser limits after authentication, and before it.

@@ -14,6 +14,7 @@ use chorus_raft::{Command, CommandResult, Route};
 use tokio::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
+use super::admission::Ticket;
 use super::transport::{Activity, Inner, Transport};
 use super::C2s;
 use crate::auth::{offered_mechanisms, SaslFailure, SaslSession, SaslStep};
@@ -60,14 +61,17 @@ pub struct Conn {
     channel_binding: Option<Vec<u8>>,
     secure: bool,
     authenticated: bool,
+    /// This connection's places among the node's connections.
+    pub ticket: Ticket,
 }
 
 impl Conn {
-    pub fn new(activity: Activity) -> Self {
+    pub fn new(activity: Activity, ticket: Ticket) -> Self {
         Conn {
             reader: None,
             writer: None,
             activity,
+            ticket,
             header_sent: false,
             stream_id: String::new(),
             channel_binding: None,
@@ -111,14 +115,14 @@ impl Conn {
     async fn send_header(&mut self, domain: &str, to: Option<&str>) -> Result<(), Close> {
         self.stream_id = uuid::Uuid::new_v4().simple().to_string();
         let to = to
-            .map(|t| format!(" to='{}'", xml_escape(t)))
+            .map(|t| format!(" to='{}'", crate::xmpp::escape_attr(t)))
             .unwrap_or_default();
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}'{to} version='1.0' xml:lang='en'>",
             ns::CLIENT,
             ns::STREAM,
             self.stream_id,
-            xml_escape(domain),
+            crate::xmpp::escape_attr(domain),
         );
         self.header_sent = true;
         self.send(&header).await
@@ -223,6 +227,7 @@ pub async fn negotiate(
                     match authenticate(c2s, conn, &el).await? {
                         Some(user) => {
                             conn.authenticated = true;
+                            conn.ticket.authenticated();
                             restart_parser(conn, c2s)?;
                             break Stage::Bind(user);
                         }
@@ -586,12 +591,4 @@ async fn bind(
         session_id,
         reply: result,
     }))
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chorus_raft::Command;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::admission::Ticket;
 use super::negotiate::{Bound, Reader, Writer};
+use super::outbound::{self, Outbox, Refused, WriterEnd};
 use super::transport::Activity;
 use super::C2s;
 use crate::im::presence;
@@ -31,19 +32,20 @@ use crate::xmpp::ns;
 use crate::xmpp::stanza::{self, StanzaKind};
 use crate::xmpp::stream::{ReadError, StreamEvent};
 
-/// What the writer task writes.
-enum Outbound {
-    Xml(String),
-    /// Write this tail (a stream error and/or `</stream:stream>`) and close.
-    Close(String),
-}
-
 pub struct Session {
     c2s: Arc<C2s>,
     full_jid: jid::FullJid,
     bare_jid: String,
     session_id: String,
-    out: mpsc::Sender<Outbound>,
+    out: Outbox,
+    /// The parser task: it may wait on a silent client forever, so it is
+    /// aborted when the session stops.
+    reader_task: tokio::task::AbortHandle,
+    /// The writer task: aborted when the queue overflows, which frees the
+    /// socket and everything queued at once.
+    writer_task: tokio::task::AbortHandle,
+    /// Held until the session ends: its place among the node's connections.
+    _ticket: Ticket,
     activity: Activity,
     closing: bool,
     pings_sent: u64,
@@ -64,23 +66,39 @@ pub struct Session {
 }
 
 /// Turn a bound stream into a running session.
-pub fn start(c2s: Arc<C2s>, reader: Reader, writer: Writer, activity: Activity, bound: Bound) {
-    let queue = c2s.settings.c2s.outbound_queue as usize;
-    let (out_tx, out_rx) = mpsc::channel(queue);
-    tokio::spawn(write_loop(writer, out_rx));
+pub fn start(
+    c2s: Arc<C2s>,
+    reader: Reader,
+    writer: Writer,
+    activity: Activity,
+    bound: Bound,
+    ticket: Ticket,
+) {
+    let settings = &c2s.settings.c2s;
+    let queue = settings.outbound_queue as usize;
+    let (out, inbox) = outbound::queue(queue, settings.outbound_queue_bytes);
+    let writer = tokio::spawn(outbound::write_loop(writer, inbox, c2s.write_timeout()));
+    let writer_task = writer.abort_handle();
     let (in_tx, in_rx) = mpsc::channel(16);
-    tokio::spawn(read_loop(reader, in_tx));
+    let reader_task = tokio::spawn(read_loop(reader, in_tx)).abort_handle();
     let arbiter = c2s.arbiter.clone();
     Session::start_in_arbiter(&arbiter, move |ctx: &mut Context<Session>| {
         ctx.set_mailbox_capacity(queue);
         ctx.add_stream(ReceiverStream::new(in_rx));
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Session>(writer)
+                .map(|end, act, ctx| act.writer_ended(end, ctx)),
+        );
         Session {
             bare_jid: bound.full_jid.to_bare().to_string(),
             full_jid: bound.full_jid,
             session_id: bound.session_id,
             bind_reply: Some(bound.reply),
             c2s,
-            out: out_tx,
+            out,
+            reader_task,
+            writer_task,
+            _ticket: ticket,
             activity,
             closing: false,
             pings_sent: 0,
@@ -106,37 +124,6 @@ async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Result<StreamEvent, Read
     }
 }
 
-async fn write_loop(mut writer: Writer, mut rx: mpsc::Receiver<Outbound>) {
-    const BATCH_BYTES: usize = 64 * 1024;
-    let mut buf = String::new();
-    'outer: while let Some(item) = rx.recv().await {
-        let mut closing = false;
-        let mut next = Some(item);
-        // Write everything already queued in one go: fewer syscalls and TLS records.
-        while let Some(item) = next.take() {
-            match item {
-                Outbound::Xml(xml) => buf.push_str(&xml),
-                Outbound::Close(tail) => {
-                    buf.push_str(&tail);
-                    closing = true;
-                    break;
-                }
-            }
-            if buf.len() < BATCH_BYTES {
-                next = rx.try_recv().ok();
-            }
-        }
-        if writer.write_all(buf.as_bytes()).await.is_err() || writer.flush().await.is_err() {
-            break 'outer;
-        }
-        buf.clear();
-        if closing {
-            break;
-        }
-    }
-    let _ = writer.shutdown().await;
-}
-
 impl Session {
     fn session_handle(&self, ctx: &Context<Self>) -> SessionHandle {
         SessionHandle {
@@ -152,15 +139,39 @@ impl Session {
         if self.closing {
             return;
         }
-        if self
-            .out
-            .try_send(Outbound::Xml(el.to_xml_in(ns::CLIENT)))
-            .is_err()
-        {
-            tracing::warn!(jid = %self.full_jid, "outbound queue full; disconnecting slow client");
-            self.closing = true;
-            ctx.stop();
+        match self.out.try_push(el.to_xml_in(ns::CLIENT)) {
+            Ok(()) => {}
+            Err(Refused::Full) => {
+                tracing::warn!(jid = %self.full_jid, "outbound queue full; disconnecting slow client");
+                self.c2s.stats.slow_clients.fetch_add(1, Ordering::Relaxed);
+                self.abort(ctx);
+            }
+            Err(Refused::Closed) => self.abort(ctx),
         }
+    }
+
+    /// End the session without another write: the client is not reading.
+    fn abort(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        self.writer_task.abort();
+        ctx.stop();
+    }
+
+    /// The writer stopped: a clean close, a stalled client or a failed socket.
+    fn writer_ended(
+        &mut self,
+        end: Result<WriterEnd, tokio::task::JoinError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Ok(WriterEnd::TimedOut) = end {
+            tracing::info!(jid = %self.full_jid, "client stopped reading; closing its connection");
+            self.c2s
+                .stats
+                .write_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.closing = true;
+        ctx.stop();
     }
 
     /// End the stream: an optional stream error, then `</stream:stream>`.
@@ -176,7 +187,7 @@ impl Session {
             tail.push_str(&stream_error_xml(kind, text.as_deref()));
         }
         tail.push_str("</stream:stream>");
-        let _ = self.out.try_send(Outbound::Close(tail));
+        self.out.close(tail);
         ctx.stop();
     }
 
@@ -403,6 +414,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.reader_task.abort();
         let full_jid = self.full_jid.to_string();
         self.c2s.router.do_send(Unregister {
             full_jid: full_jid.clone(),
@@ -518,11 +530,7 @@ impl Handler<DeliverBatch> for Session {
                 return false;
             }
             for el in msg.0 {
-                if out
-                    .send(Outbound::Xml(el.to_xml_in(ns::CLIENT)))
-                    .await
-                    .is_err()
-                {
+                if out.push(el.to_xml_in(ns::CLIENT)).await.is_err() {
                     return false;
                 }
             }

@@ -13,11 +13,13 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::api::ApiState;
+use crate::c2s::admission::Refusal;
 use crate::router::messages::GetStats;
 
 pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
     let mut registry = Registry::with_prefix("chorus");
     let c2s = &state.c2s.stats;
+    let admission = &state.c2s.admission;
     let counters = [
         (
             "c2s_connections_accepted",
@@ -39,10 +41,51 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
             "client streams ended with a stream error",
             c2s.stream_errors.load(Ordering::Relaxed),
         ),
+        (
+            "c2s_slow_clients_disconnected",
+            "sessions closed because their outbound queue overflowed (c2s.outbound_queue, c2s.outbound_queue_bytes)",
+            c2s.slow_clients.load(Ordering::Relaxed),
+        ),
+        (
+            "c2s_write_timeouts",
+            "connections closed because a write made no progress for c2s.write_timeout_secs",
+            c2s.write_timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "c2s_refused_max_connections",
+            "connections refused at c2s.max_connections",
+            admission.refused(Refusal::MaxConnections),
+        ),
+        (
+            "c2s_refused_per_ip",
+            "connections refused at c2s.max_connections_per_ip",
+            admission.refused(Refusal::PerIp),
+        ),
+        (
+            "c2s_refused_unauthenticated",
+            "connections refused at c2s.max_unauthenticated",
+            admission.refused(Refusal::Unauthenticated),
+        ),
     ];
     for (name, help, value) in counters {
         registry.register(name, help, ConstCounter::new(value));
     }
+    let (open, unauthenticated) = admission.open();
+    registry.register(
+        "c2s_connections_open",
+        "client connections open on this node, from accept to close",
+        ConstGauge::new(open as i64),
+    );
+    registry.register(
+        "c2s_connections_unauthenticated",
+        "open client connections that have not authenticated yet",
+        ConstGauge::new(unauthenticated as i64),
+    );
+    registry.register(
+        "c2s_max_connections",
+        "c2s.max_connections in effect (capped below the open-file limit)",
+        ConstGauge::new(admission.bounds().total as i64),
+    );
     let stats = state.router.send(GetStats).await.unwrap_or_default();
     registry.register(
         "router_stanzas_routed",

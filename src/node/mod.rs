@@ -131,6 +131,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         stats: Default::default(),
         started: std::time::Instant::now(),
         cluster: cluster.clone(),
+        admission: C2s::admission_from(&settings),
     });
     tokio::spawn(c2s::listener::accept_loop(c2s.clone(), c2s_listener, false));
     tokio::spawn(c2s::listener::accept_loop(

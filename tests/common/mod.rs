@@ -196,6 +196,28 @@ impl TestNode {
             .unwrap()
     }
 
+    /// Open file descriptors of the node process (sockets among them).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// A counter's or gauge's value in the node's /metrics.
+    pub fn metric(&self, name: &str) -> u64 {
+        let body = ureq::get(&format!("http://127.0.0.1:{}/metrics", self.http))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+    }
+
     /// Run `chorus ARGS... --data-dir DIR` (the CLI as other tools drive it).
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
@@ -291,6 +313,11 @@ impl Client {
         }
     }
 
+    /// A TCP connection the test made itself, before any stream is opened.
+    pub fn from_tcp(tcp: TcpStream, domain: &str) -> Client {
+        Client::from_io(Box::new(tcp), domain)
+    }
+
     /// Plain TCP, before any stream is opened.
     pub async fn tcp(port: u16, domain: &str) -> Client {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -299,7 +326,13 @@ impl Client {
 
     /// Connect to the STARTTLS port and upgrade.
     pub async fn starttls(node: &TestNode) -> Client {
-        let mut c = Client::tcp(node.c2s, &node.domain).await;
+        let tcp = TcpStream::connect(("127.0.0.1", node.c2s)).await.unwrap();
+        Client::starttls_over(node, tcp).await
+    }
+
+    /// Upgrade a TCP connection the test made itself (a source address, buffer sizes).
+    pub async fn starttls_over(node: &TestNode, tcp: TcpStream) -> Client {
+        let mut c = Client::from_io(Box::new(tcp), &node.domain);
         c.open().await;
         assert!(
             c.features
@@ -509,7 +542,19 @@ impl Client {
 
     /// STARTTLS, SCRAM-SHA-256, bind, initial presence.
     pub async fn login(node: &TestNode, user: &str, password: &str, resource: &str) -> Client {
-        let mut c = Client::starttls(node).await;
+        let tcp = TcpStream::connect(("127.0.0.1", node.c2s)).await.unwrap();
+        Client::login_over(node, tcp, user, password, resource).await
+    }
+
+    /// `login` on a TCP connection the test made itself.
+    pub async fn login_over(
+        node: &TestNode,
+        tcp: TcpStream,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Client {
+        let mut c = Client::starttls_over(node, tcp).await;
         let outcome = c.scram_sha256(user, password).await;
         assert_eq!(outcome.name(), "success", "{outcome:?}");
         let bound = c.bind(Some(resource)).await;
