@@ -13,8 +13,15 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// A shorter cluster secret could be guessed from one recorded handshake.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 /// Fewer PBKDF2 iterations than this make stored SCRAM keys too cheap to attack.
 pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+
+/// New SCRAM keys are made with this many PBKDF2 iterations unless
+/// `auth.scram_iterations` says otherwise (its cost: docs/benchmarks.md).
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 10_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +37,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub registration: RegistrationSettings,
     pub limits: UserLimits,
+    pub rate: RateSettings,
     pub log: LogSettings,
 }
 
@@ -89,6 +97,10 @@ pub struct TlsSettings {
 pub struct HttpSettings {
     /// Admin API (`/api/v1/...`) and metrics.
     pub listen: String,
+    /// Seconds a connection may take to send a request's headers; then it is closed.
+    pub header_read_timeout_secs: u64,
+    /// HTTP connections open at once; more wait in the kernel's backlog.
+    pub max_connections: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -158,6 +170,9 @@ pub struct FailureSettings {
     /// Seconds without an answer after which the leader declares a member down, and a
     /// node without contact to a leader declares itself cut off.
     pub timeout: u64,
+    /// Declare a member down at once when its host refuses connections to its cluster
+    /// port (its process is gone); a pause or a partition still waits `timeout`.
+    pub fast_when_refused: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -178,6 +193,35 @@ pub struct MulticastSettings {
 pub struct AuthSettings {
     /// PBKDF2 iterations for new SCRAM keys (at least 4096).
     pub scram_iterations: u64,
+    /// Threads that run password hashing (PLAIN checks, new passwords); 0: one less than
+    /// the CPUs (at least one), so a login flood always leaves a CPU to the rest.
+    pub hash_threads: u64,
+    /// Hashing jobs that may wait for a thread; beyond, logins get temporary-auth-failure.
+    pub hash_queue: u64,
+    /// A password change ends the account's other streams (every node, `<not-authorized/>`).
+    pub password_change_ends_sessions: bool,
+}
+
+/// Token-bucket rate limits (0: no limit). Per minute for attempts, per second for traffic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateSettings {
+    /// Failed SASL attempts from one IP address a minute (and saved up at most).
+    pub sasl_failures_per_ip_per_minute: u64,
+    /// Failed SASL attempts for one account a minute.
+    pub sasl_failures_per_account_per_minute: u64,
+    /// In-band registrations (XEP-0077) from one IP address a minute.
+    pub registrations_per_ip_per_minute: u64,
+    /// In-band password changes of one account a minute.
+    pub password_changes_per_account_per_minute: u64,
+    /// Stanzas one session may send a second; over it, reading pauses.
+    pub session_stanzas_per_second: u64,
+    pub session_stanza_burst: u64,
+    /// Bytes one session may send a second; over it, reading pauses.
+    pub session_bytes_per_second: u64,
+    pub session_byte_burst: u64,
+    /// IP addresses and accounts each table above remembers at most.
+    pub tracked_keys: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -224,6 +268,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             registration: RegistrationSettings::default(),
             limits: UserLimits::default(),
+            rate: RateSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -258,6 +303,8 @@ impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             listen: "127.0.0.1:5280".into(),
+            header_read_timeout_secs: 10,
+            max_connections: 256,
         }
     }
 }
@@ -285,7 +332,10 @@ impl Default for ClusterSettings {
                 },
             },
             task: TaskSettings { timeout: 30 },
-            failure: FailureSettings { timeout: 5 },
+            failure: FailureSettings {
+                timeout: 5,
+                fast_when_refused: true,
+            },
             multicast: MulticastSettings {
                 enabled: true,
                 group: "224.2.2.3".into(),
@@ -326,7 +376,26 @@ impl Default for MulticastSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
-            scram_iterations: MIN_SCRAM_ITERATIONS as u64,
+            scram_iterations: DEFAULT_SCRAM_ITERATIONS as u64,
+            hash_threads: 0,
+            hash_queue: 64,
+            password_change_ends_sessions: true,
+        }
+    }
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        RateSettings {
+            sasl_failures_per_ip_per_minute: 30,
+            sasl_failures_per_account_per_minute: 10,
+            registrations_per_ip_per_minute: 3,
+            password_changes_per_account_per_minute: 3,
+            session_stanzas_per_second: 200,
+            session_stanza_burst: 1000,
+            session_bytes_per_second: 256 * 1024,
+            session_byte_burst: 1024 * 1024,
+            tracked_keys: 100_000,
         }
     }
 }
@@ -482,6 +551,13 @@ impl Settings {
             ("limits.roster_items", self.limits.roster_items),
             ("limits.roster_item_bytes", self.limits.roster_item_bytes),
             ("limits.offline_messages", self.limits.offline_messages),
+            ("auth.hash_queue", self.auth.hash_queue),
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("http.max_connections", self.http.max_connections),
+            ("rate.tracked_keys", self.rate.tracked_keys),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -538,6 +614,16 @@ impl Settings {
             return Err(ConfigError::BadValue {
                 key: "cluster.multicast.interface".into(),
                 message: "must be an IPv4 address".into(),
+            });
+        }
+        if !self.cluster.secret.is_empty() && self.cluster.secret.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::BadValue {
+                key: "cluster.secret".into(),
+                message: format!(
+                    "is {} bytes; give at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 16`), or leave \
+                     it empty for a random one",
+                    self.cluster.secret.len()
+                ),
             });
         }
         if self.cluster.name.is_empty() {
@@ -851,6 +937,7 @@ mod tests {
         bad("cluster.multicast.ttl", "0");
         bad("cluster.failure.timeout", "1");
         bad("cluster.name", "");
+        bad("cluster.secret", "short");
         let ok = Settings::load(
             None,
             &vec![],

@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod im;
 pub mod node;
+pub mod rate;
 pub mod router;
 pub mod user;
 pub mod xep;

@@ -217,7 +217,7 @@ async fn a_node_with_the_wrong_secret_is_refused() {
         "--cluster-name",
         &name,
         "--cluster-secret",
-        "not-the-secret",
+        "not-the-cluster-secret",
         "--seed",
         &format!("127.0.0.1:{}", nodes[0].cluster),
         "--set",

@@ -9,22 +9,21 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, TestNode};
+use common::{connect_from, Client, TestNode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
+
+const UNSHAPED: &[&str] = &[
+    "--set",
+    "rate.session_bytes_per_second=0",
+    "--set",
+    "rate.session_stanzas_per_second=0",
+];
 
 /// A connection from `source` whose receive buffer is as small as the kernel allows.
 async fn tiny_buffer_connection(source: &str, port: u16) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(2048).unwrap();
-    socket
-        .bind(format!("{source}:0").parse::<SocketAddr>().unwrap())
-        .unwrap();
-    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
-}
-
-async fn connect_from(source: &str, port: u16) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(format!("{source}:0").parse::<SocketAddr>().unwrap())
         .unwrap();
@@ -70,7 +69,8 @@ fn flood(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_and_freed_when_its_queue_overflows() {
-    let node = common::node_with(&["victim", "sender"], &[]);
+    // The sender's own rate limit off: the flood must reach the victim at full speed.
+    let node = common::node_with(&["victim", "sender"], UNSHAPED);
     let mut sender = Client::login(&node, "sender", "pw", "s").await;
     sender.sync("warm").await;
     let fds_before = node.fd_count();
@@ -117,6 +117,10 @@ async fn a_client_whose_writes_stall_is_closed_after_the_write_timeout() {
             "c2s.write_timeout_secs=2",
             "--set",
             "c2s.outbound_queue_bytes=268435456",
+            "--set",
+            "rate.session_bytes_per_second=0",
+            "--set",
+            "rate.session_stanzas_per_second=0",
         ],
     );
     let mut sender = Client::login(&node, "sender", "pw", "s").await;

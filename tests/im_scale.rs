@@ -67,7 +67,9 @@ async fn roster_with_1000_contacts() {
 #[tokio::test]
 async fn ten_thousand_offline_messages_in_order_once() {
     const N: usize = 10_000;
-    let node = TestNode::start();
+    // One sender sends all of them: its stanza rate limit (a hostile-client
+    // defence, tests/rate_limits.rs) would only make the test slow.
+    let node = TestNode::start_with(&["--set", "rate.session_stanzas_per_second=0"]);
     node.add_user("alice@localhost", "pw");
     node.add_user("bob@localhost", "pw");
     let mut alice = Client::login(&node, "alice", "pw", "r").await;
@@ -109,7 +111,9 @@ async fn ten_thousand_offline_messages_in_order_once() {
 #[tokio::test]
 async fn presence_broadcast_reaches_1000_online_contacts() {
     const N: usize = 1000;
-    let node = TestNode::start();
+    // 1,001 accounts and logins: the RFC 7677 minimum keeps their PBKDF2 runs
+    // (server and client side) from being most of the test's time.
+    let node = TestNode::start_with(&["--set", "auth.scram_iterations=4096"]);
     node.add_user("alice@localhost", "pw");
     for i in 0..N {
         node.add_user(&format!("c{i}@localhost"), "pw");

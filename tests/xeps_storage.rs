@@ -263,7 +263,7 @@ async fn private_xml_refuses_reserved_namespaces_and_bad_queries() {
 }
 
 #[tokio::test]
-async fn private_xml_of_another_account_is_forbidden() {
+async fn private_xml_of_another_account_is_answered_as_for_no_account() {
     let node = TestNode::start();
     node.add_user("alice@localhost", "a-pass");
     node.add_user("bob@localhost", "b-pass");
@@ -271,13 +271,18 @@ async fn private_xml_of_another_account_is_forbidden() {
     assert_result(&alice.iq(&set_prefs("s1", "dark")).await);
     let mut bob = login(&node, "bob", "b-pass").await;
     let peek = bob.iq(&get_prefs("b1", Some("alice@localhost"))).await;
-    assert_error(&peek, "forbidden");
+    assert_error(&peek, "service-unavailable");
+    let nobody = bob.iq(&get_prefs("b1", Some("nobody@localhost"))).await;
+    assert_eq!(
+        peek.get_child("error", ns::CLIENT).map(|e| e.to_xml()),
+        nobody.get_child("error", ns::CLIENT).map(|e| e.to_xml())
+    );
     let overwrite = bob
         .iq(&format!(
             "<iq type='set' id='b2' to='alice@localhost'><query xmlns='{PRIVATE}'><prefs xmlns='urn:example:prefs'><theme>pink</theme></prefs></query></iq>"
         ))
         .await;
-    assert_error(&overwrite, "forbidden");
+    assert_error(&overwrite, "service-unavailable");
     // Bob's own storage is his: he does not see Alice's under the same key.
     let own = bob.iq(&get_prefs("b3", None)).await;
     assert_eq!(private_text(&own, "theme"), None);

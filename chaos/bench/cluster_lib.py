@@ -80,7 +80,7 @@ class Node:
 
 
 def cluster_flags(name: str, expect: int, seeds: list[str]) -> list[str]:
-    flags = ["--cluster-name", name, "--cluster-secret", "bench-secret",
+    flags = ["--cluster-name", name, "--cluster-secret", "bench-cluster-secret",
              "--bootstrap-expect", str(expect), "--set", "cluster.startup.delay=1",
              "--set", "cluster.multicast.enabled=false"]
     for s in seeds:

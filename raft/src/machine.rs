@@ -311,6 +311,22 @@ pub fn apply<S: StateStore>(
                 CommandResult::Done
             }
         }
+        Command::ChangePassword {
+            user,
+            record,
+            keep_session,
+        } => {
+            if state.user(user)?.is_none() {
+                CommandResult::NoSuchUser
+            } else {
+                state.put_user(user, record)?;
+                events.push(StateEvent::PasswordChanged {
+                    user: user.clone(),
+                    keep_session: keep_session.clone(),
+                });
+                CommandResult::Done
+            }
+        }
         Command::DeleteUser { user } => {
             if state.user(user)?.is_none() {
                 CommandResult::NoSuchUser

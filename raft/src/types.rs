@@ -136,6 +136,14 @@ pub enum Command {
     RemoveSetting {
         key: String,
     },
+    /// `SetPassword`, and the account's streams hear of it (`StateEvent::PasswordChanged`)
+    /// so that every node can end them, except the stream `keep_session` that changed it.
+    /// Fails with `NoSuchUser`.
+    ChangePassword {
+        user: String,
+        record: UserRecord,
+        keep_session: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +236,11 @@ pub enum StateEvent {
     },
     NodeUp {
         node: NodeId,
+    },
+    /// `ChangePassword` replaced the account's keys.
+    PasswordChanged {
+        user: String,
+        keep_session: Option<String>,
     },
 }
 

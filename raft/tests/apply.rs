@@ -176,6 +176,30 @@ fn account_commands_report_why_they_failed() {
 }
 
 #[test]
+fn change_password_replaces_the_keys_and_tells_who_to_keep() {
+    let mut s = MemState::default();
+    let change = |keep: Option<&str>| Command::ChangePassword {
+        user: "al@x".into(),
+        record: record(3),
+        keep_session: keep.map(String::from),
+    };
+    let (r, ev) = run(&mut s, change(None));
+    assert_eq!(r, CommandResult::NoSuchUser);
+    assert!(ev.is_empty());
+    run(&mut s, create_user("al@x"));
+    let (r, ev) = run(&mut s, change(Some("s1")));
+    assert_eq!(r, CommandResult::Done);
+    assert_eq!(s.users.get("al@x"), Some(&record(3)));
+    assert_eq!(
+        ev,
+        vec![StateEvent::PasswordChanged {
+            user: "al@x".into(),
+            keep_session: Some("s1".into())
+        }]
+    );
+}
+
+#[test]
 fn drop_node_routes_removes_only_that_nodes_routes() {
     let mut s = MemState::default();
     run(&mut s, bind("a@x/1", 1, "s1"));

@@ -13,10 +13,10 @@ use subtle::ConstantTimeEq;
 
 /// Fewest PBKDF2 iterations a new record may use: RFC 5802 and RFC 7677 ask for at least
 /// 4096, and every record derived here is attackable offline if the store leaks.
-pub const MIN_ITERATIONS: u32 = 4096;
+pub const MIN_ITERATIONS: u32 = crate::config::MIN_SCRAM_ITERATIONS;
 
 /// The iteration count a server uses unless its operator chose another.
-pub const DEFAULT_ITERATIONS: u32 = 4096;
+pub const DEFAULT_ITERATIONS: u32 = crate::config::DEFAULT_SCRAM_ITERATIONS;
 
 /// Salt length of new records (RFC 7677 asks for at least 16 bytes of random salt).
 pub const SALT_LEN: usize = 16;

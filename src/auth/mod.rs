@@ -12,6 +12,7 @@
 //! `<response/>`, encodes challenges, and maps the authenticated username to a bare JID.
 
 mod credentials;
+pub mod pool;
 mod scram_wire;
 mod session;
 #[cfg(test)]
@@ -25,6 +26,24 @@ use chorus_raft::UserRecord;
 pub(crate) use credentials::ScramHash;
 pub use credentials::{make_user_record, AuthError, DEFAULT_ITERATIONS, MIN_ITERATIONS, SALT_LEN};
 pub use session::SaslSession;
+
+/// The username a client's first SASL message names, read without any
+/// cryptography so that a rate limit can refuse before a PBKDF2 run: PLAIN's
+/// authcid (RFC 4616) or SCRAM's `n=` attribute (RFC 5802 5.1, `=2C` and
+/// `=3D` decoded). `None` when the message does not parse; the mechanism
+/// itself refuses such a message.
+pub fn claimed_username(mechanism: Mechanism, first: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(first).ok()?;
+    let name = if mechanism == Mechanism::Plain {
+        text.split('\0').nth(1)?.to_string()
+    } else {
+        // gs2-header ("n,," / "y,," / "p=...,a=...,") then the bare message.
+        let bare = text.splitn(3, ',').nth(2)?;
+        let raw = bare.split(',').find_map(|a| a.strip_prefix("n="))?;
+        raw.replace("=2C", ",").replace("=3D", "=")
+    };
+    (!name.is_empty()).then_some(name)
+}
 
 /// Largest client message accepted in one step, after base64 decoding. A SCRAM message is
 /// a few hundred bytes; PLAIN carries a password, which 8 KiB leaves ample room for.

@@ -456,7 +456,7 @@ fn make_user_record_refuses_fewer_than_4096_iterations() {
 #[test]
 fn make_user_record_uses_fresh_salts_per_hash_and_call() {
     let a = pencil_record();
-    let b = make_user_record(PASSWORD, 4096).unwrap();
+    let b = make_user_record(PASSWORD, DEFAULT_ITERATIONS).unwrap();
     for credential in [
         &a.scram_sha1,
         &a.scram_sha256,
@@ -464,7 +464,7 @@ fn make_user_record_uses_fresh_salts_per_hash_and_call() {
         &b.scram_sha256,
     ] {
         assert!(credential.salt.len() >= 16);
-        assert_eq!(credential.iterations, 4096);
+        assert_eq!(credential.iterations, DEFAULT_ITERATIONS);
     }
     assert_eq!(a.scram_sha1.stored_key.len(), 20);
     assert_eq!(a.scram_sha256.server_key.len(), 32);
@@ -629,14 +629,14 @@ fn unknown_user_gets_a_stable_salt_and_real_iteration_count_then_not_authorized(
         BASE64.decode(attribute(&once, 's')).unwrap().len(),
         SALT_LEN
     );
-    assert_eq!(attribute(&once, 'i'), "4096");
+    assert_eq!(attribute(&once, 'i'), DEFAULT_ITERATIONS.to_string());
     assert_ne!(
         attribute(&once, 's'),
         attribute(&server_first("trudy"), 's')
     );
     // A real account's challenge has the same shape.
     let real = server_first("alice");
-    assert_eq!(attribute(&real, 'i'), "4096");
+    assert_eq!(attribute(&real, 'i'), DEFAULT_ITERATIONS.to_string());
     assert_eq!(attribute(&real, 's').len(), attribute(&once, 's').len());
 
     let mut server = start(Mechanism::ScramSha256);
@@ -1082,4 +1082,35 @@ fn malformed_plain_messages_fail_without_panic() {
         );
         assert_no_rsasl_panic(&server);
     }
+}
+
+#[test]
+fn the_claimed_username_is_read_before_any_cryptography() {
+    use super::{claimed_username, Mechanism};
+    assert_eq!(
+        claimed_username(Mechanism::Plain, b"\0alice\0secret").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        claimed_username(Mechanism::Plain, b"admin@x\0bob\0pw").as_deref(),
+        Some("bob")
+    );
+    assert_eq!(claimed_username(Mechanism::Plain, b"nothing"), None);
+    assert_eq!(
+        claimed_username(Mechanism::ScramSha256, b"n,,n=carol,r=abc").as_deref(),
+        Some("carol")
+    );
+    assert_eq!(
+        claimed_username(
+            Mechanism::ScramSha1Plus,
+            b"p=tls-exporter,a=x,n=a=2Cb=3Dc,r=1"
+        )
+        .as_deref(),
+        Some("a,b=c")
+    );
+    assert_eq!(claimed_username(Mechanism::ScramSha256, b"n,,r=abc"), None);
+    assert_eq!(
+        claimed_username(Mechanism::ScramSha256, &[0xff, 0xfe]),
+        None
+    );
 }

@@ -44,6 +44,10 @@ pub struct C2s {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// Open connections and their bounds.
     pub admission: Arc<admission::Admission>,
+    /// Rate limits by address, account and session.
+    pub rates: Arc<crate::rate::Rates>,
+    /// Where PBKDF2 runs.
+    pub hashing: Arc<crate::auth::pool::HashPool>,
 }
 
 #[derive(Default)]
@@ -103,6 +107,14 @@ pub struct StateCredentials {
     /// that survives restarts (a new salt after a restart would give it away).
     pub iterations: u32,
     pub salt_key: [u8; 32],
+}
+
+/// The key a SASL username is rate-limited under: its account's bare JID, or
+/// the name itself (lowercased) when it names no valid account.
+pub fn account_key(username: &str, domain: &str) -> String {
+    account_jid(username, domain)
+        .map(|j| j.to_string())
+        .unwrap_or_else(|| username.to_lowercase())
 }
 
 /// The bare JID a SASL username names in `domain`, normalized as the store keys it.

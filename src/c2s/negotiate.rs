@@ -251,9 +251,17 @@ pub async fn negotiate(
                     if (conn.secure || c2s.settings.c2s.allow_plaintext_auth)
                         && crate::xep::register::is_request(&el) =>
                 {
-                    let reply =
-                        crate::xep::register::answer_unauthenticated(&c2s.raft, &c2s.settings, &el)
-                            .await;
+                    let reply = crate::xep::register::answer_unauthenticated(
+                        &crate::xep::register::Newcomer {
+                            raft: &c2s.raft,
+                            settings: &c2s.settings,
+                            rates: &c2s.rates,
+                            hashing: &c2s.hashing,
+                            ip: conn.ticket.ip(),
+                        },
+                        &el,
+                    )
+                    .await;
                     conn.send(&reply.to_xml_in(ns::CLIENT)).await?;
                 }
                 (Stage::Bind(user), ns::CLIENT, "iq")
@@ -381,6 +389,22 @@ async fn refuse(c2s: &C2s, conn: &mut Conn, f: SaslFailure) -> Result<(), Close>
     conn.send(&sasl_failure(f)).await
 }
 
+async fn refuse_with_text(
+    c2s: &C2s,
+    conn: &mut Conn,
+    f: SaslFailure,
+    text: &str,
+) -> Result<(), Close> {
+    c2s.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+    conn.send(&format!(
+        "<failure xmlns='{}'><{}/><text xml:lang='en'>{}</text></failure>",
+        ns::SASL,
+        f.name(),
+        crate::xmpp::escape_text(text)
+    ))
+    .await
+}
+
 fn sasl_failure(f: SaslFailure) -> String {
     format!("<failure xmlns='{}'><{}/></failure>", ns::SASL, f.name())
 }
@@ -433,20 +457,53 @@ async fn authenticate(
             return Ok(None);
         }
     };
+    // Refused before any PBKDF2 run: the address or the account failed too often.
+    let ip = conn.ticket.ip();
+    let account = crate::auth::claimed_username(session.mechanism(), &input)
+        .map(|name| super::account_key(&name, c2s.domain()));
+    if let Err(limit) = c2s.rates.sasl_allowed(ip, account.as_deref()) {
+        tracing::info!(%ip, ?account, ?limit, "SASL attempt refused by a rate limit");
+        refuse_with_text(
+            c2s,
+            conn,
+            SaslFailure::TemporaryAuthFailure,
+            "too many failed attempts; try again later",
+        )
+        .await?;
+        return Ok(None);
+    }
     loop {
-        // PBKDF2 runs inside PLAIN verification: keep it off the async workers.
-        let (s, step) = tokio::task::spawn_blocking(move || {
-            let step = session.step(&input);
-            (session, step)
-        })
-        .await
-        .map_err(|_| {
-            err(
-                StreamErrorKind::InternalServerError,
-                "authentication failed internally",
-            )
-        })?;
-        session = s;
+        let step = if session.mechanism() == crate::auth::Mechanism::Plain {
+            // PLAIN costs a PBKDF2 run: on the hashing pool, never beside Raft.
+            let mut s = session;
+            match c2s
+                .hashing
+                .run(move || {
+                    let step = s.step(&input);
+                    (s, step)
+                })
+                .await
+            {
+                Ok((s, step)) => {
+                    session = s;
+                    step
+                }
+                Err(busy) => {
+                    tracing::info!(%ip, "SASL PLAIN refused: {busy}");
+                    refuse_with_text(
+                        c2s,
+                        conn,
+                        SaslFailure::TemporaryAuthFailure,
+                        "the server is busy; try again shortly",
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+            }
+        } else {
+            // SCRAM's server steps are a few HMACs: no PBKDF2 on the server.
+            session.step(&input)
+        };
         match step {
             SaslStep::Challenge(data) => {
                 conn.send(&format!(
@@ -465,6 +522,7 @@ async fn authenticate(
                 additional_data,
             } => {
                 let Some(user) = super::account_jid(&username, c2s.domain()) else {
+                    c2s.rates.sasl_failed(ip, account.as_deref());
                     refuse(c2s, conn, SaslFailure::NotAuthorized).await?;
                     return Ok(None);
                 };
@@ -477,6 +535,7 @@ async fn authenticate(
             }
             SaslStep::Failure(f) => {
                 tracing::info!(mechanism, failure = f.name(), "authentication failed");
+                c2s.rates.sasl_failed(ip, account.as_deref());
                 refuse(c2s, conn, f).await?;
                 return Ok(None);
             }

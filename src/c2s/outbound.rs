@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 enum Item {
-    Xml(String),
+    /// A stanza, and who to tell once it is on the socket.
+    Xml(String, Option<oneshot::Sender<()>>),
     /// Write this tail (a stream error and/or `</stream:stream>`) and close.
     Close(String),
 }
@@ -80,7 +81,7 @@ impl Outbox {
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Refused::Full),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Refused::Closed),
         };
-        match self.tx.try_send(Item::Xml(xml)) {
+        match self.tx.try_send(Item::Xml(xml, None)) {
             Ok(()) => {
                 permit.forget();
                 Ok(())
@@ -92,6 +93,22 @@ impl Outbox {
 
     /// Queue a stanza, waiting for room: the client paces the sender.
     pub async fn push(&self, xml: String) -> Result<(), Refused> {
+        self.push_item(xml, None).await
+    }
+
+    /// `push`, and learn when the stanza has been written to the socket (the
+    /// receiver fails if the connection ends first).
+    pub async fn push_until_written(&self, xml: String) -> Result<oneshot::Receiver<()>, Refused> {
+        let (tx, rx) = oneshot::channel();
+        self.push_item(xml, Some(tx)).await?;
+        Ok(rx)
+    }
+
+    async fn push_item(
+        &self,
+        xml: String,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<(), Refused> {
         let cost = self.cost(&xml);
         let permit = self
             .bytes
@@ -99,7 +116,7 @@ impl Outbox {
             .await
             .map_err(|_| Refused::Closed)?;
         self.tx
-            .send(Item::Xml(xml))
+            .send(Item::Xml(xml, written))
             .await
             .map_err(|_| Refused::Closed)?;
         permit.forget();
@@ -135,13 +152,15 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         };
         let mut closing = false;
         let mut taken = 0usize;
+        let mut receipts = Vec::new();
         let mut next = Some(item);
         // Write everything already queued in one go: fewer syscalls and TLS records.
         while let Some(item) = next.take() {
             match item {
-                Item::Xml(xml) => {
+                Item::Xml(xml, written) => {
                     taken += xml.len().clamp(1, u32::MAX as usize);
                     buf.push_str(&xml);
+                    receipts.extend(written);
                 }
                 Item::Close(tail) => {
                     buf.push_str(&tail);
@@ -162,6 +181,9 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         }
         buf.clear();
         inbox.bytes.add_permits(taken.min(Semaphore::MAX_PERMITS));
+        for receipt in receipts {
+            let _ = receipt.send(());
+        }
         if closing {
             break WriterEnd::Closed;
         }
@@ -246,6 +268,23 @@ mod tests {
         out.push("abcdefgh".into()).await.unwrap();
         out.close(String::new());
         assert_eq!(writer.await.unwrap(), WriterEnd::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_receipt_comes_once_written_and_never_for_a_stalled_write() {
+        let (out, inbox) = queue(10, 1 << 20);
+        let (client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(write_loop(client, inbox, Duration::from_millis(300)));
+        let small = out.push_until_written("hello".into()).await.unwrap();
+        let mut buf = [0u8; 5];
+        tokio::io::AsyncReadExt::read_exact(&mut server, &mut buf)
+            .await
+            .unwrap();
+        assert!(small.await.is_ok());
+        // More than the peer's buffer, and the peer stops reading: no receipt.
+        let big = out.push_until_written("x".repeat(1000)).await.unwrap();
+        assert_eq!(writer.await.unwrap(), WriterEnd::TimedOut);
+        assert!(big.await.is_err());
     }
 
     #[tokio::test]

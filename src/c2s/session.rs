@@ -21,6 +21,7 @@ use super::outbound::{self, Outbox, Refused, WriterEnd};
 use super::transport::Activity;
 use super::C2s;
 use crate::im::presence;
+use crate::rate::Shaper;
 use crate::router::messages::{
     Carbon, CarbonsEnabled, Deliver, DeliverBatch, Directed, Kick, OwnPresence, Register,
     RouteStanza, SessionFlag, SessionHandle, Unregister,
@@ -80,7 +81,8 @@ pub fn start(
     let writer = tokio::spawn(outbound::write_loop(writer, inbox, c2s.write_timeout()));
     let writer_task = writer.abort_handle();
     let (in_tx, in_rx) = mpsc::channel(16);
-    let reader_task = tokio::spawn(read_loop(reader, in_tx)).abort_handle();
+    let shaper = c2s.rates.shaper();
+    let reader_task = tokio::spawn(read_loop(reader, in_tx, shaper)).abort_handle();
     let arbiter = c2s.arbiter.clone();
     Session::start_in_arbiter(&arbiter, move |ctx: &mut Context<Session>| {
         ctx.set_mailbox_capacity(queue);
@@ -113,13 +115,25 @@ pub fn start(
 }
 
 /// The parser runs in its own task (its futures are not cancel-safe, so they
-/// stay out of any select) and stops at the first end or error.
-async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Result<StreamEvent, ReadError>>) {
+/// stay out of any select) and stops at the first end or error. A client over
+/// its rate (`rate.session_*`) is not read from until it is back under it.
+async fn read_loop(
+    mut reader: Reader,
+    tx: mpsc::Sender<Result<StreamEvent, ReadError>>,
+    mut shaper: Shaper,
+) {
+    let mut read = reader.bytes_read();
     loop {
         let event = reader.next().await;
         let last = !matches!(event, Ok(StreamEvent::Stanza(_)));
         if tx.send(event).await.is_err() || last {
             break;
+        }
+        let now_read = reader.bytes_read();
+        let pause = shaper.after_stanza(now_read - read);
+        read = now_read;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
 }
@@ -394,12 +408,15 @@ impl Actor for Session {
         self.caller = Some(Arc::new(Caller {
             domain: self.c2s.domain().to_string(),
             full_jid: self.full_jid.to_string(),
+            session_id: self.session_id.clone(),
             bare_jid: self.bare_jid.clone(),
             raft: self.c2s.raft.clone(),
             router: self.c2s.router.clone(),
             settings: self.c2s.settings.clone(),
             session: ctx.address().recipient(),
             started: self.c2s.started,
+            rates: self.c2s.rates.clone(),
+            hashing: self.c2s.hashing.clone(),
         }));
         let settings = &self.c2s.settings.c2s;
         let tick = Duration::from_secs(
@@ -521,7 +538,9 @@ impl Handler<DeliverBatch> for Session {
     type Result = ResponseFuture<bool>;
 
     /// Waits for room in the outbound queue instead of failing when it is
-    /// full: a batch is paced by the client, not dropped.
+    /// full: a batch is paced by the client, not dropped. True only once the
+    /// whole batch is on the socket, so that what the caller then removes
+    /// (offline storage) is never lost with a connection that dropped first.
     fn handle(&mut self, msg: DeliverBatch, _: &mut Context<Self>) -> Self::Result {
         let out = self.out.clone();
         let closing = self.closing;
@@ -529,12 +548,19 @@ impl Handler<DeliverBatch> for Session {
             if closing {
                 return false;
             }
-            for el in msg.0 {
+            let Some((last, rest)) = msg.0.split_last() else {
+                return true;
+            };
+            for el in rest {
                 if out.push(el.to_xml_in(ns::CLIENT)).await.is_err() {
                     return false;
                 }
             }
-            true
+            // Written in order: the last one on the socket means all of them are.
+            match out.push_until_written(last.to_xml_in(ns::CLIENT)).await {
+                Ok(written) => written.await.is_ok(),
+                Err(_) => false,
+            }
         })
     }
 }

@@ -3,6 +3,13 @@
 //! routes and tells its own local contacts, so each contact hears once), and `NodeUp` when
 //! it answers again. Every node also watches its own contact with the majority: cut off
 //! for that long, it stops serving clients so that they reconnect to the majority side.
+//!
+//! A member whose process is gone need not wait the whole timeout: when a ping fails and
+//! the member's host refuses a plain TCP connection to its cluster port (twice, a moment
+//! apart), nothing listens there any more, so the leader commits `NodeDown` at once
+//! (`cluster.failure.fast_when_refused`). A paused process still accepts connections (the
+//! kernel answers for it) and a partition or a dead host answers nothing: both wait the
+//! full timeout, as a slow node must not be mistaken for a dead one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +73,7 @@ pub async fn run(cluster: Arc<Cluster>) {
         }
         let now = Instant::now();
         let members = cluster.raft.members();
+        let fast = cluster.settings.cluster.failure.fast_when_refused;
         let pings = members.iter().filter(|m| m.id != me).map(|m| {
             let cluster = cluster.clone();
             let (id, addr) = (m.id, m.addr.clone());
@@ -74,16 +82,16 @@ pub async fn run(cluster: Arc<Cluster>) {
                     leader: me,
                     term: status.current_term,
                 };
+                let deadline = tick(timeout).max(Duration::from_millis(500));
+                let started = Instant::now();
                 let ok = cluster
-                    .call_within(
-                        &addr,
-                        id,
-                        &ping,
-                        tick(timeout).max(Duration::from_millis(500)),
-                    )
+                    .call_within(&addr, id, &ping, deadline)
                     .await
                     .is_ok();
-                (id, ok)
+                // A ping that failed fast was refused, not lost: worth a closer look.
+                let failed_fast = started.elapsed() < deadline / 2;
+                let gone = !ok && fast && failed_fast && process_gone(&addr).await;
+                (id, ok, gone)
             }
         });
         let answers = futures::future::join_all(pings).await;
@@ -93,18 +101,22 @@ pub async fn run(cluster: Arc<Cluster>) {
         if state.setting(&node_down_key(me)).is_some() {
             verdicts.propose(&cluster, me, true);
         }
-        for (id, ok) in answers {
+        for (id, ok, gone) in answers {
             let seen = *last_ok.entry(id).or_insert(now);
             let down = state.setting(&node_down_key(id)).is_some();
-            if ok {
-                last_ok.insert(id, Instant::now());
-                if down {
+            match verdict(ok, gone, down, now.duration_since(seen), timeout) {
+                Verdict::Up => {
                     tracing::info!(node = id, "member answers again: NodeUp");
                     verdicts.propose(&cluster, id, true);
                 }
-            } else if !down && now.duration_since(seen) >= timeout {
-                tracing::warn!(node = id, ?timeout, "member stopped answering: NodeDown");
-                verdicts.propose(&cluster, id, false);
+                Verdict::Down(reason) => {
+                    tracing::warn!(node = id, ?timeout, reason, "NodeDown");
+                    verdicts.propose(&cluster, id, false);
+                }
+                Verdict::Wait => {}
+            }
+            if ok {
+                last_ok.insert(id, Instant::now());
             }
         }
         last_ok.retain(|id, _| members.iter().any(|m| m.id == *id));
@@ -121,6 +133,49 @@ pub async fn run(cluster: Arc<Cluster>) {
         }
         verdicts.promote(&cluster);
     }
+}
+
+/// What the leader does about one member after a round of pings.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Up,
+    Down(&'static str),
+    Wait,
+}
+
+/// The decision for a member that answered (`ok`) or not, whose host refuses connections
+/// to its cluster port (`gone`), is marked down (`down`), and was last heard `silent` ago.
+pub fn verdict(ok: bool, gone: bool, down: bool, silent: Duration, timeout: Duration) -> Verdict {
+    match (ok, down) {
+        (true, true) => Verdict::Up,
+        (true, false) | (false, true) => Verdict::Wait,
+        (false, false) if gone => {
+            Verdict::Down("its host refuses connections: the process is gone")
+        }
+        (false, false) if silent >= timeout => {
+            Verdict::Down("no answer for cluster.failure.timeout")
+        }
+        (false, false) => Verdict::Wait,
+    }
+}
+
+/// Whether nothing listens at `addr` any more: its host refuses a TCP connection,
+/// twice, 200 ms apart (once could be a restart's moment between two listeners). A
+/// timeout or any other error is not proof.
+async fn process_gone(addr: &str) -> bool {
+    for attempt in 0..2 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let refused = matches!(
+            tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if !refused {
+            return false;
+        }
+    }
+    true
 }
 
 /// Proposals the detector makes without waiting for them: a leader cut off from the
@@ -172,5 +227,33 @@ impl Verdicts {
             membership::promote(&cluster).await;
             promoting.store(false, Ordering::Release);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_refusing_host_is_down_at_once_a_silent_one_after_the_timeout() {
+        let now = Duration::from_millis(10);
+        assert!(matches!(
+            verdict(false, true, false, now, T),
+            Verdict::Down(_)
+        ));
+        assert_eq!(verdict(false, false, false, now, T), Verdict::Wait);
+        assert!(matches!(
+            verdict(false, false, false, T, T),
+            Verdict::Down(_)
+        ));
+    }
+
+    #[test]
+    fn an_answer_brings_a_down_member_up_and_nothing_is_proposed_twice() {
+        assert_eq!(verdict(true, false, true, T, T), Verdict::Up);
+        assert_eq!(verdict(true, false, false, T, T), Verdict::Wait);
+        assert_eq!(verdict(false, true, true, T, T), Verdict::Wait);
     }
 }

@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use chorus_raft::{Command, CommandResult, RaftNode};
+use chorus_raft::{Command, CommandResult, RaftError, RaftNode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -163,25 +163,38 @@ fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// SCRAM keys for a password, made on the hashing pool (a saturated pool is a 503).
 async fn user_record(
-    settings: &Settings,
+    state: &ApiState,
     password: String,
 ) -> Result<chorus_raft::UserRecord, ApiError> {
-    let iterations = settings.auth.scram_iterations as u32;
-    tokio::task::spawn_blocking(move || crate::auth::make_user_record(&password, iterations))
+    let iterations = state.settings.auth.scram_iterations as u32;
+    crate::auth::pool::hash_password(&state.c2s.hashing, password, iterations)
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|busy| ApiError(StatusCode::SERVICE_UNAVAILABLE, busy.to_string()))?
         .map_err(|e| bad_request(e.to_string()))
+}
+
+/// Commit errors: not committed for sure (no leader, no quorum) is 503; maybe committed
+/// (timed out waiting) is 504, so a client can tell "failed" from "unknown".
+pub fn commit_error(e: RaftError) -> ApiError {
+    match e {
+        RaftError::Timeout { .. } => ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "timed out waiting; the change may still commit, read it back before retrying: {e}"
+            ),
+        ),
+        _ => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not committed, try again: {e}"),
+        ),
+    }
 }
 
 /// Commit an account command; any answer but `Done` becomes the API's refusal.
 async fn commit_account(raft: &RaftNode, user: &str, cmd: Command) -> Result<(), ApiError> {
-    let result = raft.propose(cmd).await.map_err(|e| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not committed, try again: {e}"),
-        )
-    })?;
+    let result = raft.propose(cmd).await.map_err(commit_error)?;
     match result {
         CommandResult::Done => Ok(()),
         CommandResult::UserExists => Err(ApiError(
@@ -239,7 +252,7 @@ async fn add_user(
     let Json(body) = body?;
     let user = account_jid(&state.settings, &body.jid)?;
     check_password(&body.password)?;
-    let record = user_record(&state.settings, body.password).await?;
+    let record = user_record(&state, body.password).await?;
     commit_account(
         &state.raft,
         &user,
@@ -280,13 +293,15 @@ async fn set_password(
             format!("{user} does not exist"),
         ));
     }
-    let record = user_record(&state.settings, body.password).await?;
+    let record = user_record(&state, body.password).await?;
     commit_account(
         &state.raft,
         &user,
-        Command::SetPassword {
+        // Every stream of the account may end: none of them asked for this.
+        Command::ChangePassword {
             user: user.clone(),
             record,
+            keep_session: None,
         },
     )
     .await?;

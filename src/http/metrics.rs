@@ -14,12 +14,15 @@ use prometheus_client::registry::Registry;
 
 use super::api::ApiState;
 use crate::c2s::admission::Refusal;
+use crate::rate::Limit;
 use crate::router::messages::GetStats;
 
 pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
     let mut registry = Registry::with_prefix("chorus");
     let c2s = &state.c2s.stats;
     let admission = &state.c2s.admission;
+    let rates = &state.c2s.rates;
+    let hashing = &state.c2s.hashing;
     let counters = [
         (
             "c2s_connections_accepted",
@@ -66,10 +69,50 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
             "connections refused at c2s.max_unauthenticated",
             admission.refused(Refusal::Unauthenticated),
         ),
+        (
+            "rate_refused_sasl_per_ip",
+            "SASL attempts refused by rate.sasl_failures_per_ip_per_minute",
+            rates.refused(Limit::SaslPerIp),
+        ),
+        (
+            "rate_refused_sasl_per_account",
+            "SASL attempts refused by rate.sasl_failures_per_account_per_minute",
+            rates.refused(Limit::SaslPerAccount),
+        ),
+        (
+            "rate_refused_registrations_per_ip",
+            "in-band registrations refused by rate.registrations_per_ip_per_minute",
+            rates.refused(Limit::RegistrationsPerIp),
+        ),
+        (
+            "rate_refused_password_changes",
+            "in-band password changes refused by rate.password_changes_per_account_per_minute",
+            rates.refused(Limit::PasswordChangesPerAccount),
+        ),
+        (
+            "rate_session_pauses",
+            "times a session's reading paused for its stanza or byte rate",
+            rates.shaped.load(Ordering::Relaxed),
+        ),
+        (
+            "auth_hash_jobs",
+            "password hashing jobs run (PLAIN checks, new passwords)",
+            hashing.stats.done.load(Ordering::Relaxed),
+        ),
+        (
+            "auth_hash_refused",
+            "password hashing jobs refused because auth.hash_queue was full",
+            hashing.stats.refused.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
         registry.register(name, help, ConstCounter::new(value));
     }
+    registry.register(
+        "auth_hash_threads",
+        "threads that run password hashing (auth.hash_threads)",
+        ConstGauge::new(hashing.threads() as i64),
+    );
     let (open, unauthenticated) = admission.open();
     registry.register(
         "c2s_connections_open",

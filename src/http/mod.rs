@@ -3,4 +3,5 @@
 pub mod api;
 pub mod cluster;
 pub mod metrics;
+pub mod server;
 pub mod settings;

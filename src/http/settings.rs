@@ -6,11 +6,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chorus_raft::{Command, CommandResult, RaftError, SYSTEM_SETTING_PREFIX};
+use chorus_raft::{Command, CommandResult, SYSTEM_SETTING_PREFIX};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{ApiError, ApiState};
+use super::api::{commit_error, ApiError, ApiState};
 use crate::cluster::protocol::{ClusterRequest, ClusterResponse};
 
 const MAX_KEY_BYTES: usize = 256;
@@ -43,16 +43,6 @@ fn check_value(value: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// Commit errors: not committed for sure (no leader, no quorum) is 503; maybe committed
-/// (timed out waiting) is 504, so a client can tell "failed" from "unknown".
-fn commit_error(e: RaftError) -> ApiError {
-    let status = match e {
-        RaftError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError::new(status, e.to_string())
 }
 
 pub async fn read(

@@ -148,7 +148,8 @@ pub async fn deliver(
             .collect();
         match session.send(DeliverBatch(batch)).await {
             Ok(true) => {}
-            // The stream went away: what was not handed over stays queued.
+            // The stream went away before the page was on its socket: the page stays
+            // queued (what of it was written may come again: at least once).
             _ => break,
         }
         delivered += page.len() as u64;

@@ -19,6 +19,43 @@ pub const SECRET_FILE: &str = "cluster.secret";
 /// Left by `chorus cluster join` for the restart: the seed to join through.
 pub const JOIN_FILE: &str = "join.request";
 
+/// Make the data dir owner-only and keep it so: it is created (or tightened)
+/// to 0700, whatever is already in it loses its group and other bits, and the
+/// process's umask becomes 077, so every file made from here on (RocksDB's
+/// among them, which it creates itself) is 0600 and every directory 0700.
+/// The dir holds SCRAM keys, the admin token and the cluster secret.
+pub fn private_data_dir(data_dir: &Path) -> Result<()> {
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    tighten(data_dir).with_context(|| {
+        format!(
+            "making data dir {} readable by its owner only",
+            data_dir.display()
+        )
+    })
+}
+
+fn tighten(path: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o077))?;
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            tighten(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Write a file readable by the owner only (mode 0600), atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -89,7 +126,17 @@ pub fn cluster_secret(data_dir: &Path, configured: &str) -> Result<(Vec<u8>, boo
     if path.exists() {
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        return Ok((text.trim().as_bytes().to_vec(), true));
+        let secret = text.trim();
+        if secret.len() < crate::config::MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "{} holds {} bytes; a cluster secret needs at least {}: write the cluster's secret \
+                 there, or delete the file to have a random one made",
+                path.display(),
+                secret.len(),
+                crate::config::MIN_SECRET_BYTES
+            );
+        }
+        return Ok((secret.as_bytes().to_vec(), true));
     }
     let bytes: [u8; 32] = rand::rng().random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -23,8 +23,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
     let settings = Arc::new(settings);
     let addrs = settings.addresses()?;
     let data_dir = settings.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    files::private_data_dir(&data_dir)?;
     let node_id = files::node_id(&data_dir)?;
     let token = files::admin_token(&data_dir)?;
     let tls = c2s::tls::acceptor(&settings)?;
@@ -123,7 +122,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
             state: raft.state(),
             domain: settings.domain.clone(),
             iterations: settings.auth.scram_iterations as u32,
-            salt_key: unknown_user_salt_key(&token),
+            salt_key: unknown_user_salt_key(&secret),
         }),
         limits,
         limits_before_auth,
@@ -132,6 +131,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
         started: std::time::Instant::now(),
         cluster: cluster.clone(),
         admission: C2s::admission_from(&settings),
+        rates: crate::rate::Rates::from_settings(&settings),
+        hashing: crate::auth::pool::HashPool::new(
+            settings.auth.hash_threads as usize,
+            settings.auth.hash_queue as usize,
+        ),
     });
     tokio::spawn(c2s::listener::accept_loop(c2s.clone(), c2s_listener, false));
     tokio::spawn(c2s::listener::accept_loop(
@@ -151,11 +155,12 @@ pub async fn serve(settings: Settings) -> Result<()> {
     let http_addr = http_listener.local_addr()?;
     *cluster.c2s_addr.lock().unwrap_or_else(|p| p.into_inner()) = addrs.c2s.to_string();
     *cluster.http_addr.lock().unwrap_or_else(|p| p.into_inner()) = http_addr.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, api).await {
-            tracing::error!(error = %e, "admin API stopped");
-        }
-    });
+    tokio::spawn(http::server::serve(
+        http_listener,
+        api,
+        std::time::Duration::from_secs(settings.http.header_read_timeout_secs),
+        settings.http.max_connections as usize,
+    ));
     // Tools wait for api.json: write it once the node serves clients (or, cut off,
     // after the task timeout, so that the API still answers `cluster status`).
     if !cluster.wait_serving(cluster.task_timeout()).await {
@@ -284,15 +289,15 @@ async fn announce(cluster: Arc<Cluster>, discovery: Arc<Discovery>) {
     }
 }
 
-/// A stable secret for unknown users' fake SCRAM salts, derived from the admin
-/// token so that it survives restarts without another file to keep.
-fn unknown_user_salt_key(token: &str) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::new()
-        .chain_update(b"chorus unknown-user salt key\0")
-        .chain_update(token.as_bytes())
-        .finalize()
-        .into()
+/// The key of unknown users' fake SCRAM salts, derived from the cluster
+/// secret: every node of a cluster gives an unknown name the same salt (as
+/// every node gives a real account its one salt), and it survives restarts.
+fn unknown_user_salt_key(cluster_secret: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(cluster_secret).expect("any key length");
+    mac.update(b"chorus unknown-user salt key");
+    mac.finalize().into_bytes().into()
 }
 
 async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener> {

@@ -165,7 +165,8 @@ pub struct Probe {
 }
 
 /// Stanzas written to one stream in order, with back-pressure: the answer
-/// comes once they are queued for writing (offline delivery, XEP-0160).
+/// (true) comes once all of them are written to the socket, false if the
+/// stream ended first (offline delivery, XEP-0160).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "bool")]
 pub struct DeliverBatch(pub Vec<Element>);

@@ -744,18 +744,34 @@ impl Handler<Applied> for Router {
             }
             StateEvent::DataChanged { .. } | StateEvent::Queued { .. } => {}
             StateEvent::UserDeleted { user } => {
-                let prefix = format!("{user}/");
-                for handle in self
-                    .sessions
-                    .values()
-                    .filter(|h| h.full_jid.starts_with(&prefix))
-                {
-                    handle.kick.do_send(Kick {
-                        condition: StreamErrorKind::NotAuthorized,
-                        text: Some("account deleted".into()),
-                    });
+                self.end_sessions_of(&user, None, "account deleted");
+            }
+            StateEvent::PasswordChanged { user, keep_session } => {
+                if self.cluster.settings.auth.password_change_ends_sessions {
+                    self.end_sessions_of(
+                        &user,
+                        keep_session.as_deref(),
+                        "the account's password was changed; log in again",
+                    );
                 }
             }
+        }
+    }
+}
+
+impl Router {
+    /// End this node's streams of `user` (but `keep`'s) with `<not-authorized/>`.
+    fn end_sessions_of(&self, user: &str, keep: Option<&str>, text: &str) {
+        let prefix = format!("{user}/");
+        for handle in self
+            .sessions
+            .values()
+            .filter(|h| h.full_jid.starts_with(&prefix) && Some(h.session_id.as_str()) != keep)
+        {
+            handle.kick.do_send(Kick {
+                condition: StreamErrorKind::NotAuthorized,
+                text: Some(text.into()),
+            });
         }
     }
 }

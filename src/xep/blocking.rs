@@ -357,12 +357,17 @@ impl IqFeature for Blocking {
         let el = iq
             .children()
             .find(|c| c.ns() == NS && matches!(c.name(), "blocklist" | "block" | "unblock"))?;
-        if *target != Target::OwnAccount {
-            return Some(Answer::Now(error_reply(
-                iq,
-                StanzaErrorKind::Forbidden,
-                Some("a block list is only the account's own"),
-            )));
+        match target {
+            Target::OwnAccount => {}
+            // Another account's list: as if there were no such account.
+            Target::Account(_) => return Some(Answer::Now(super::hidden(iq))),
+            Target::Server => {
+                return Some(Answer::Now(error_reply(
+                    iq,
+                    StanzaErrorKind::Forbidden,
+                    Some("a block list is only the account's own"),
+                )))
+            }
         }
         match (iq.attr("type"), el.name()) {
             (Some("get"), "blocklist") => Some(Answer::Now(get(iq, caller))),

@@ -15,11 +15,13 @@
 //!   resource.
 //! - Who may ask: the account itself, and any JID the account's roster gives a
 //!   `from` or `both` subscription (section 8, the presence rule). Others get
-//!   `forbidden`; a JID the account blocked gets `service-unavailable`
-//!   (XEP-0191, in `xep::answer_iq`), as if the account did not exist.
+//!   `service-unavailable`, exactly as for an account that does not exist and
+//!   for a JID the account blocked (`xep::hidden`). Section 8 names
+//!   `forbidden`, but a different answer would tell anyone which accounts
+//!   exist (and a blocked contact that it is blocked).
 //! - An account with no recorded logout (it never logged out, or only ever
 //!   lost its node) answers `item-not-found`: 0 would say "online now".
-//! - No such account: `service-unavailable` (RFC 6121 8.5.1).
+//! - No such account: `service-unavailable` (RFC 6121 8.5.1), the same answer.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -100,20 +102,16 @@ pub struct AccountView {
 pub enum Verdict {
     Seconds(u64, String, &'static str),
     Refuse(StanzaErrorKind, &'static str),
+    /// No such account, or the asker may not see it: one answer for both.
+    Hidden(&'static str),
 }
 
 pub fn decide(view: &AccountView, now_unix: u64) -> Verdict {
     if !view.exists {
-        return Verdict::Refuse(
-            StanzaErrorKind::ServiceUnavailable,
-            "RFC 6121 8.5.1: no such account",
-        );
+        return Verdict::Hidden("RFC 6121 8.5.1: no such account");
     }
     if !view.may_see_presence {
-        return Verdict::Refuse(
-            StanzaErrorKind::Forbidden,
-            "4: only the account and its presence subscribers may ask",
-        );
+        return Verdict::Hidden("4: only the account and its presence subscribers may ask");
     }
     if view.online {
         return Verdict::Seconds(0, String::new(), "4: an online account answers 0");
@@ -174,6 +172,7 @@ impl IqFeature for LastActivity {
         Some(Answer::Now(match verdict {
             Verdict::Seconds(seconds, status, _) => answer(iq, seconds, &status),
             Verdict::Refuse(kind, reason) => error_reply(iq, kind, Some(reason)),
+            Verdict::Hidden(_) => super::hidden(iq),
         }))
     }
 }
@@ -222,25 +221,19 @@ mod tests {
     }
 
     #[test]
-    fn strangers_are_forbidden_and_missing_accounts_unavailable() {
+    fn strangers_and_missing_accounts_get_the_same_answer() {
         let stranger = AccountView {
             may_see_presence: false,
             ..view()
         };
-        assert!(matches!(
-            decide(&stranger, 0),
-            Verdict::Refuse(StanzaErrorKind::Forbidden, _)
-        ));
+        assert!(matches!(decide(&stranger, 0), Verdict::Hidden(_)));
         let missing = AccountView {
             exists: false,
             may_see_presence: false,
             logout: None,
             ..view()
         };
-        assert!(matches!(
-            decide(&missing, 0),
-            Verdict::Refuse(StanzaErrorKind::ServiceUnavailable, _)
-        ));
+        assert!(matches!(decide(&missing, 0), Verdict::Hidden(_)));
         let never = AccountView {
             logout: None,
             ..view()

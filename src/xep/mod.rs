@@ -45,6 +45,8 @@ pub struct Caller {
     pub domain: String,
     /// The sender's full JID.
     pub full_jid: String,
+    /// The sender's stream (its route's session id).
+    pub session_id: String,
     pub bare_jid: String,
     pub raft: Arc<RaftNode>,
     pub router: Addr<Router>,
@@ -53,6 +55,9 @@ pub struct Caller {
     pub session: Recipient<SessionFlag>,
     /// When this node started serving clients: its uptime (XEP-0012).
     pub started: std::time::Instant,
+    /// Rate limits (password changes) and the password hashing pool.
+    pub rates: Arc<crate::rate::Rates>,
+    pub hashing: Arc<crate::auth::pool::HashPool>,
 }
 
 /// A feature's answer: ready now, or after a Raft write.
@@ -91,13 +96,21 @@ pub fn answer_iq(iq: &Element, target: &Target, caller: &Arc<Caller>) -> Answer 
     // XEP-0191 3.3: an account that blocked the sender answers as if it were not there.
     if let Target::Account(owner) = target {
         if blocking::is_blocked(&caller.raft.state(), owner, &caller.full_jid) {
-            return Answer::Now(error_reply(iq, StanzaErrorKind::ServiceUnavailable, None));
+            return Answer::Now(hidden(iq));
         }
     }
     SERVER_FEATURES
         .iter()
         .find_map(|f| f.handle(iq, target, caller))
         .unwrap_or_else(|| Answer::Now(error_reply(iq, StanzaErrorKind::ServiceUnavailable, None)))
+}
+
+/// The answer for another account's data the asker may not see, the same as
+/// for an account that does not exist (RFC 6121 8.5.1) and one that blocked
+/// the asker (XEP-0191 3.3): no condition, no text tells the three apart, so
+/// these iqs cannot be used to find out which accounts exist.
+pub fn hidden(iq: &Element) -> Element {
+    error_reply(iq, StanzaErrorKind::ServiceUnavailable, None)
 }
 
 /// The empty `result` for an iq: same id, addresses swapped.

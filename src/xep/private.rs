@@ -50,6 +50,8 @@ pub enum Verdict {
         puts: Vec<(String, Vec<u8>)>,
     },
     Refuse(StanzaErrorKind, String),
+    /// Another account's: answered as if it did not exist (`xep::hidden`).
+    Hidden,
 }
 
 fn refuse(kind: StanzaErrorKind, reason: impl Into<String>) -> Verdict {
@@ -61,21 +63,11 @@ fn reserved(ns: &str) -> bool {
 }
 
 /// The decision for an iq about an account's private XML.
-pub fn decide(
-    ty: &str,
-    target: &Target,
-    account_exists: bool,
-    query: &Element,
-    limit: u64,
-) -> Verdict {
+pub fn decide(ty: &str, target: &Target, query: &Element, limit: u64) -> Verdict {
     match target {
-        Target::Account(user) if !account_exists => {
-            return refuse(
-                StanzaErrorKind::ServiceUnavailable,
-                format!("{user} is not an account here"),
-            )
-        }
-        Target::Account(_) | Target::Server => {
+        // Whether or not it exists (`xep::hidden`).
+        Target::Account(_) => return Verdict::Hidden,
+        Target::Server => {
             return refuse(
                 StanzaErrorKind::Forbidden,
                 "private XML belongs to the account alone",
@@ -158,12 +150,8 @@ impl IqFeature for Private {
     fn handle(&self, iq: &Element, target: &Target, caller: &Arc<Caller>) -> Option<Answer> {
         let query = iq.get_child("query", NS)?;
         let ty = iq.attr("type").unwrap_or_default();
-        let exists = match target {
-            Target::Account(user) => caller.raft.state().user(user).is_some(),
-            _ => true,
-        };
         let limit = caller.settings.limits.private_bytes;
-        let verdict = decide(ty, target, exists, query, limit);
+        let verdict = decide(ty, target, query, limit);
         tracing::debug!(jid = %caller.full_jid, verdict = %summary(&verdict), "private XML");
         match verdict {
             Verdict::Read { key, asked } => {
@@ -178,6 +166,7 @@ impl IqFeature for Private {
             Verdict::Refuse(kind, reason) => {
                 Some(Answer::Now(error_reply(iq, kind, Some(&reason))))
             }
+            Verdict::Hidden => Some(Answer::Now(super::hidden(iq))),
         }
     }
 }
@@ -208,7 +197,7 @@ mod tests {
     fn get_reads_the_key_of_the_one_element_named() {
         let q = query(&[Element::new("exodus", "exodus:prefs")]);
         assert_eq!(
-            decide("get", &Target::OwnAccount, true, &q, 100),
+            decide("get", &Target::OwnAccount, &q, 100),
             Verdict::Read {
                 key: "exodus:prefs exodus".into(),
                 asked: Element::new("exodus", "exodus:prefs"),
@@ -223,8 +212,7 @@ mod tests {
             Element::new("storage", "storage:bookmarks"),
             prefs("Ophelia"),
         ]);
-        let Verdict::Write { deletes, puts } = decide("set", &Target::OwnAccount, true, &q, 1000)
-        else {
+        let Verdict::Write { deletes, puts } = decide("set", &Target::OwnAccount, &q, 1000) else {
             panic!("set refused");
         };
         assert_eq!(deletes, vec!["storage:bookmarks storage".to_string()]);
@@ -237,16 +225,16 @@ mod tests {
     fn missing_or_extra_children_are_refused_as_the_xep_says() {
         let own = Target::OwnAccount;
         assert_eq!(
-            refusal(decide("get", &own, true, &query(&[]), 100)),
+            refusal(decide("get", &own, &query(&[]), 100)),
             StanzaErrorKind::BadRequest
         );
         let two = query(&[prefs("a"), Element::new("x", "urn:x")]);
         assert_eq!(
-            refusal(decide("get", &own, true, &two, 100)),
+            refusal(decide("get", &own, &two, 100)),
             StanzaErrorKind::BadRequest
         );
         assert_eq!(
-            refusal(decide("set", &own, true, &query(&[]), 100)),
+            refusal(decide("set", &own, &query(&[]), 100)),
             StanzaErrorKind::NotAcceptable
         );
     }
@@ -257,7 +245,7 @@ mod tests {
             let q = query(&[Element::new("query", ns).with_text("x")]);
             for ty in ["get", "set"] {
                 assert_eq!(
-                    refusal(decide(ty, &Target::OwnAccount, true, &q, 100)),
+                    refusal(decide(ty, &Target::OwnAccount, &q, 100)),
                     StanzaErrorKind::NotAcceptable,
                     "{ty} in '{ns}'"
                 );
@@ -266,16 +254,14 @@ mod tests {
     }
 
     #[test]
-    fn other_accounts_are_forbidden_and_missing_ones_unavailable() {
+    fn another_account_is_hidden_whether_or_not_it_exists() {
         let q = query(&[prefs("x")]);
         let bob = Target::Account("bob@localhost".into());
+        assert_eq!(decide("get", &bob, &q, 100), Verdict::Hidden);
+        assert_eq!(decide("set", &bob, &q, 100), Verdict::Hidden);
         assert_eq!(
-            refusal(decide("get", &bob, true, &q, 100)),
+            refusal(decide("get", &Target::Server, &q, 100)),
             StanzaErrorKind::Forbidden
-        );
-        assert_eq!(
-            refusal(decide("set", &bob, false, &q, 100)),
-            StanzaErrorKind::ServiceUnavailable
         );
     }
 
@@ -283,7 +269,7 @@ mod tests {
     fn an_element_over_the_limit_is_not_acceptable() {
         let q = query(&[prefs(&"x".repeat(200))]);
         assert_eq!(
-            refusal(decide("set", &Target::OwnAccount, true, &q, 100)),
+            refusal(decide("set", &Target::OwnAccount, &q, 100)),
             StanzaErrorKind::NotAcceptable
         );
     }

@@ -9,7 +9,8 @@
 //!   `not-allowed`.
 //! - After authentication (`Register`, an `IqFeature` for the sender's own
 //!   account): a get says `<registered/>`, a set with a password changes it
-//!   (`Command::SetPassword`), a set with `<remove/>` deletes the account
+//!   (`Command::ChangePassword`: with `auth.password_change_ends_sessions`, the
+//!   account's other streams end), a set with `<remove/>` deletes the account
 //!   (`Command::DeleteUser`), after which the router ends every stream of the
 //!   account with `<not-authorized/>` (section 3.2). Both work whether
 //!   registration is open or not: they concern an account that already exists.
@@ -24,7 +25,9 @@ use std::sync::Arc;
 use chorus_raft::{Command, CommandResult, RaftNode};
 
 use super::{result_for, Answer, Caller, IqFeature, Target};
+use crate::auth::pool::{hash_password, HashPool};
 use crate::config::Settings;
+use crate::rate::Rates;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, error_reply_with_type, ErrorType, StanzaErrorKind};
 use crate::xmpp::ns;
@@ -155,16 +158,35 @@ fn check_password(password: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The stream that has not authenticated, and what answering it may use.
+pub struct Newcomer<'a> {
+    pub raft: &'a RaftNode,
+    pub settings: &'a Settings,
+    pub rates: &'a Rates,
+    pub hashing: &'a Arc<HashPool>,
+    pub ip: std::net::IpAddr,
+}
+
 /// Answer a registration request on a stream that has not authenticated.
-pub async fn answer_unauthenticated(raft: &RaftNode, settings: &Settings, iq: &Element) -> Element {
+pub async fn answer_unauthenticated(who: &Newcomer<'_>, iq: &Element) -> Element {
+    let settings = who.settings;
     let decision = decide_unauthenticated(settings.registration.open, &settings.domain, iq);
     tracing::debug!(decision = %describe(&decision), "in-band registration request");
     let mut reply = match decision {
         Unauthenticated::Form => result_for(iq).with_child(form()),
         Unauthenticated::Refuse(kind, reason) => error_reply(iq, kind, Some(&reason)),
-        Unauthenticated::Create { user, password } => {
-            create(raft, settings, iq, user, password).await
-        }
+        Unauthenticated::Create { user, password } => match who.rates.registration(who.ip) {
+            Ok(()) => create(who, iq, user, password).await,
+            Err(_) => {
+                tracing::info!(ip = %who.ip, "in-band registration refused by the rate limit");
+                error_reply_with_type(
+                    iq,
+                    StanzaErrorKind::ResourceConstraint,
+                    ErrorType::Wait,
+                    Some("too many registrations from your address; try again later"),
+                )
+            }
+        },
     };
     // The stream has no address yet; whatever `from` the client claimed is not one.
     reply.remove_attr("to");
@@ -186,13 +208,8 @@ fn form() -> Element {
         .with_child(Element::new("password", NS))
 }
 
-async fn create(
-    raft: &RaftNode,
-    settings: &Settings,
-    iq: &Element,
-    user: String,
-    password: String,
-) -> Element {
+async fn create(who: &Newcomer<'_>, iq: &Element, user: String, password: String) -> Element {
+    let raft = who.raft;
     let conflict = || {
         error_reply(
             iq,
@@ -204,7 +221,7 @@ async fn create(
     if raft.state().user(&user).is_some() {
         return conflict();
     }
-    let record = match user_record(settings, password).await {
+    let record = match user_record(who.settings, who.hashing, password).await {
         Ok(record) => record,
         Err((kind, reason)) => return error_reply(iq, kind, Some(&reason)),
     };
@@ -224,15 +241,16 @@ async fn create(
     }
 }
 
-/// SCRAM keys for a password, made on a blocking thread.
+/// SCRAM keys for a password, made on the hashing pool.
 async fn user_record(
     settings: &Settings,
+    hashing: &Arc<HashPool>,
     password: String,
 ) -> Result<chorus_raft::UserRecord, Refusal> {
     let iterations = settings.auth.scram_iterations as u32;
-    tokio::task::spawn_blocking(move || crate::auth::make_user_record(&password, iterations))
+    hash_password(hashing, password, iterations)
         .await
-        .map_err(|e| refusal(StanzaErrorKind::InternalServerError, e.to_string()))?
+        .map_err(|busy| refusal(StanzaErrorKind::ResourceConstraint, busy.to_string()))?
         // SASLprep refusals; their text says what password to choose instead.
         .map_err(|e| refusal(StanzaErrorKind::NotAcceptable, e.to_string()))
 }
@@ -354,15 +372,26 @@ fn describe_registered(d: &Registered) -> String {
 
 async fn change_password(caller: Arc<Caller>, iq: Element, password: String) -> Element {
     let user = caller.bare_jid.clone();
-    let record = match user_record(&caller.settings, password).await {
+    if caller.rates.password_change(&user).is_err() {
+        tracing::info!(user = %user, "in-band password change refused by the rate limit");
+        return error_reply_with_type(
+            &iq,
+            StanzaErrorKind::ResourceConstraint,
+            ErrorType::Wait,
+            Some("too many password changes; try again later"),
+        );
+    }
+    let record = match user_record(&caller.settings, &caller.hashing, password).await {
         Ok(record) => record,
         Err((kind, reason)) => return error_reply(&iq, kind, Some(&reason)),
     };
     match caller
         .raft
-        .propose(Command::SetPassword {
+        .propose(Command::ChangePassword {
             user: user.clone(),
             record,
+            // The stream that changed it goes on (XEP-0077 3.3); the others may end.
+            keep_session: Some(caller.session_id.clone()),
         })
         .await
     {

@@ -227,6 +227,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         self.xml.get_ref().get_ref().get_ref()
     }
 
+    /// Bytes pulled from the inner reader so far (what a rate shaper charges).
+    pub fn bytes_read(&self) -> u64 {
+        self.xml.get_ref().get_ref().pulled()
+    }
+
     /// The inner reader. Buffered bytes (see [`Self::buffered_len`]) are dropped.
     pub fn into_inner(self) -> R {
         self.xml.into_inner().into_inner().into_inner()

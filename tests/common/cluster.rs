@@ -143,3 +143,12 @@ pub fn api(
         .unwrap_or(serde_json::Value::Null);
     (status, json)
 }
+
+/// Waits until `node`'s replica holds `user` (an account made through another node).
+pub fn eventually_has_user(node: &TestNode, user: &str) {
+    eventually(&format!("{user} reached node {}", node.cluster), || {
+        node.api_get("/api/v1/users")["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|j| j == user))
+    });
+}

@@ -268,6 +268,14 @@ pub fn unsafe_kill(pid: u32, signal: &str) {
         .status();
 }
 
+/// A TCP connection to the node's `port` from the loopback address `source`
+/// (127.0.0.2 and up are as local as 127.0.0.1, and count as other clients).
+pub async fn connect_from(source: &str, port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -499,6 +507,17 @@ impl Client {
             );
         }
         outcome
+    }
+
+    /// SASL PLAIN; the server's `<success/>` or `<failure/>`.
+    pub async fn plain(&mut self, user: &str, password: &str) -> Element {
+        let payload = B64.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>{payload}</auth>",
+            ns::SASL
+        ))
+        .await;
+        self.recv().await
     }
 
     /// After SASL success: restart the stream (fresh parser, new header).

@@ -109,7 +109,7 @@ def cluster3():
     seeds = [a for n in nodes for a in ("--seed", f"127.0.0.1:{n.cluster}")]
     for n in nodes:
         n.extra_args = (
-            "--cluster-name", name, "--cluster-secret", "interop-secret",
+            "--cluster-name", name, "--cluster-secret", "interop-cluster-secret",
             "--bootstrap-expect", "3", "--set", "cluster.startup.delay=1",
             "--set", "cluster.multicast.enabled=false", *seeds,
         )
