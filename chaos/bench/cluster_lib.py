@@ -13,10 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def chorus_bin() -> str:
+    """The release binary, built first (cargo does nothing when it is up to date)."""
     if os.environ.get("TEST_CHORUS_BIN"):
         return os.environ["TEST_CHORUS_BIN"]
+    global _BUILT
+    if not _BUILT:
+        subprocess.run(["cargo", "build", "--release", "--bin", "chorus"], cwd=ROOT, check=True)
+        _BUILT = True
     target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
     return str(Path(target) / "release" / "chorus")
+
+
+_BUILT = False
 
 
 def free_port() -> int:
