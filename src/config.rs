@@ -138,6 +138,21 @@ pub struct ClusterSettings {
     pub task: TaskSettings,
     pub failure: FailureSettings,
     pub multicast: MulticastSettings,
+    pub tls: ClusterTlsSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTlsSettings {
+    /// TLS 1.3 on every cluster connection; peers are authenticated by the secret, bound
+    /// to the TLS session. Off: cluster traffic is in clear (trusted networks only).
+    pub enabled: bool,
+    /// Operator certificates for mutual TLS: this node's PEM chain and key, and the CA
+    /// every peer's certificate must chain to. All three, or none (a certificate is made
+    /// for the process).
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -343,6 +358,12 @@ impl Default for ClusterSettings {
                 interface: String::new(),
                 ttl: 1,
             },
+            tls: ClusterTlsSettings {
+                enabled: true,
+                cert: String::new(),
+                key: String::new(),
+                ca: String::new(),
+            },
         }
     }
 }
@@ -370,6 +391,11 @@ impl Default for FailureSettings {
 impl Default for MulticastSettings {
     fn default() -> Self {
         ClusterSettings::default().multicast
+    }
+}
+impl Default for ClusterTlsSettings {
+    fn default() -> Self {
+        ClusterSettings::default().tls
     }
 }
 
@@ -624,6 +650,17 @@ impl Settings {
                      it empty for a random one",
                     self.cluster.secret.len()
                 ),
+            });
+        }
+        let t = &self.cluster.tls;
+        let given = [&t.cert, &t.key, &t.ca]
+            .iter()
+            .filter(|v| !v.is_empty())
+            .count();
+        if given != 0 && given != 3 {
+            return Err(ConfigError::BadValue {
+                key: "cluster.tls.ca".into(),
+                message: "cluster.tls.cert, cluster.tls.key and cluster.tls.ca go together".into(),
             });
         }
         if self.cluster.name.is_empty() {

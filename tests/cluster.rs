@@ -863,3 +863,58 @@ async fn an_available_presence_held_up_past_the_end_of_its_stream_is_not_deliver
         assert_eq!(p.attr("type"), Some("unavailable"), "a ghost: {p:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_beacon_for_a_node_that_is_not_there_is_not_counted() {
+    use chorus::cluster::discovery::{encode, Announcement};
+    let name = unique("forged");
+    let mcast_port = common::free_port();
+    let flags = common::cluster::cluster_flags(&name, 2, Find::Multicast, mcast_port);
+    // Beacons signed with the cluster's own key (so only the cluster port can tell them
+    // false) for a node id smaller than any real one, at an address nobody listens on.
+    let key = chorus_raft::network::auth::derive_key(&name, common::cluster::SECRET.as_bytes());
+    let nowhere = format!("127.0.0.1:{}", common::free_port());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forger = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            sock.set_multicast_if_v4(&"127.0.0.1".parse().unwrap())
+                .unwrap();
+            let group: socket2::SockAddr =
+                std::net::SocketAddr::from(([224, 2, 2, 3], mcast_port)).into();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ann = Announcement {
+                    cluster_name: name.clone(),
+                    node_id: 1,
+                    cluster_addr: nowhere.clone(),
+                    protocol: chorus_raft::PROTOCOL_VERSION,
+                    cluster_id: None,
+                    sent_at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as u64,
+                    nonce: rand::random(),
+                };
+                let _ = sock.send_to(&encode(&ann, &key), &group);
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        })
+    };
+    let mut nodes: Vec<TestNode> = (0..2).map(|_| TestNode::prepare(&[])).collect();
+    for node in nodes.iter_mut() {
+        node.extra = flags.clone();
+        node.spawn_nowait();
+    }
+    for node in nodes.iter_mut() {
+        node.wait_ready();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    forger.join().unwrap();
+    // The two real nodes formed one cluster of the two of them.
+    let mut want: Vec<String> = nodes.iter().map(node_id).collect();
+    want.sort();
+    assert_eq!(member_ids(&status(&nodes[0])), want);
+    assert_eq!(member_ids(&status(&nodes[1])), want);
+}

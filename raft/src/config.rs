@@ -133,8 +133,12 @@ pub const MAX_TOTAL_WAL_BYTES: u64 = 256 * 1024 * 1024;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Largest hello frame accepted before the peer has identified itself.
 pub const MAX_HELLO_BYTES: usize = 1024;
-/// A peer must send its hello within this time.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A new inbound connection must finish TLS and prove the cluster secret within this
+/// time, or it is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Inbound connections from one address that may be in their handshake at once (anyone
+/// can open them; a flood from one address must not take the slots peers need).
+pub const MAX_PENDING_PER_ADDRESS: usize = 16;
 /// An inbound connection on which no complete frame arrives for this long is closed, so
 /// that connections from vanished peers do not hold slots forever.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);

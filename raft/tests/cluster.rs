@@ -152,6 +152,7 @@ async fn hello_naming_another_node_is_refused() {
     let addr = node.listen_addr().to_string();
 
     let id = identity();
+    // A caller that proved the secret is told why it was refused.
     match PeerConnection::connect(&addr, 9, 6, &id, Channel::Raft).await {
         Err(ConnectError::Refused { reason, .. }) => {
             assert!(
@@ -175,32 +176,37 @@ async fn hello_naming_another_node_is_refused() {
         "a caller that names no node learns who answered"
     );
 
-    // The wrong secret or another cluster's name is refused, naming the reason.
-    let wrong = ClusterIdentity {
-        secret: b"guess".to_vec(),
-        ..identity()
-    };
-    match PeerConnection::connect(&addr, 9, 5, &wrong, Channel::Raft).await {
-        Err(ConnectError::Refused { reason, .. }) => {
-            assert!(reason.contains("secret"), "{reason}")
+    // The wrong secret or another cluster's name is refused, and the refusal names
+    // nothing of this node or its cluster: no oracle, no name.
+    let wrong = ClusterIdentity::new("test", b"guess", id.tls.clone());
+    let other = ClusterIdentity::new("other", b"test secret", id.tls.clone());
+    for (who, stranger) in [("wrong secret", &wrong), ("other cluster", &other)] {
+        match PeerConnection::connect(&addr, 9, 5, stranger, Channel::Raft).await {
+            Err(ConnectError::Refused { reason, .. }) => {
+                assert!(reason.contains("cluster.secret"), "{who}: {reason}");
+                assert!(
+                    !reason.contains("\"test\"") && !reason.contains('5'),
+                    "{who}: the refusal says something of the node: {reason}"
+                );
+            }
+            Err(e) => panic!("{who}: expected a refusal, got {e}"),
+            Ok(_) => panic!("{who}: let in"),
         }
-        Err(e) => panic!("expected a refusal, got {e}"),
-        Ok(_) => panic!("a node without the secret was let in"),
     }
-    let other = ClusterIdentity {
-        name: "other".into(),
-        ..identity()
-    };
-    match PeerConnection::connect(&addr, 9, 5, &other, Channel::Raft).await {
-        Err(ConnectError::Refused { reason, .. }) => {
-            assert!(reason.contains("\"other\""), "{reason}")
-        }
-        Err(e) => panic!("expected a refusal, got {e}"),
-        Ok(_) => panic!("a node of another cluster was let in"),
-    }
+    // Without TLS the node does not even answer a hello.
+    let plain = ClusterIdentity::new("test", b"test secret", None);
+    assert!(PeerConnection::connect(&addr, 9, 5, &plain, Channel::Raft)
+        .await
+        .is_err());
 
-    // On the wire: the refusal, then the connection is closed.
-    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    // On the wire (inside TLS): the hello gets a bare nonce, a bad proof the refusal,
+    // then the connection is closed.
+    let tls = id.tls.clone().unwrap();
+    let wire = || async {
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        tls.connect(&addr, tcp).await.unwrap()
+    };
+    let mut raw = wire().await;
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
         from: 9,
@@ -213,6 +219,12 @@ async fn hello_naming_another_node_is_refused() {
         .await
         .unwrap();
     let reply: HelloReply = codec::decode(&read_frame(&mut raw, 1024).await.unwrap()).unwrap();
+    assert!(matches!(reply, HelloReply::Challenge { .. }), "{reply:?}");
+    let proof = chorus_raft::network::messages::Proof { proof: vec![0; 32] };
+    write_frame(&mut raw, &codec::encode(&proof).unwrap())
+        .await
+        .unwrap();
+    let reply: HelloReply = codec::decode(&read_frame(&mut raw, 1024).await.unwrap()).unwrap();
     assert!(matches!(reply, HelloReply::Refused { .. }), "{reply:?}");
     assert!(
         read_frame(&mut raw, 1024).await.is_err(),
@@ -220,7 +232,7 @@ async fn hello_naming_another_node_is_refused() {
     );
 
     // A protocol version this node does not speak is refused the same way.
-    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    let mut raw = wire().await;
     let hello = Hello {
         protocol: PROTOCOL_VERSION + 1,
         from: 9,
@@ -241,7 +253,7 @@ async fn hello_naming_another_node_is_refused() {
     );
 
     // An oversized first frame is not even read.
-    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    let mut raw = wire().await;
     write_frame(&mut raw, &vec![0u8; 4096]).await.unwrap();
     assert!(read_frame(&mut raw, 1024).await.is_err());
 

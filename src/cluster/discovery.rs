@@ -29,6 +29,9 @@ const TAG_LEN: usize = 32;
 pub const MAX_DATAGRAM: usize = 2048;
 /// Bound on remembered peers, so a flood of signed beacons cannot grow memory.
 pub const MAX_PEERS: usize = 1000;
+/// A beacon stamped further than this from the receiver's clock, either way, is ignored:
+/// a recorded beacon cannot be played back later (clocks of one LAN agree far better).
+pub const MAX_BEACON_SKEW_MS: u64 = 60_000;
 /// A bad signature is logged at most this often per sender address.
 pub const BAD_SIGNATURE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Bound on the senders remembered for that rate limit.
@@ -102,6 +105,10 @@ pub struct DiscoveryStats {
     pub bad_signature: u64,
     pub other_cluster: u64,
     pub malformed: u64,
+    /// Signed beacons ignored: stamped too far from this node's clock, or not newer
+    /// than one already heard from that node (a replay).
+    pub stale: u64,
+    pub replayed: u64,
 }
 
 /// What to do with one datagram, and why.
@@ -168,6 +175,30 @@ pub fn judge(dgram: &[u8], secret: &[u8], cluster_name: &str, own_id: u64) -> Ve
     Verdict::Accept(ann)
 }
 
+/// Whether a signed beacon is new: stamped within `MAX_BEACON_SKEW_MS` of `now_ms` and
+/// later than the last one accepted from that node. `Err` says why not.
+pub fn is_fresh(sent_at_ms: u64, now_ms: u64, last_ms: Option<u64>) -> Result<(), Stale> {
+    if sent_at_ms.abs_diff(now_ms) > MAX_BEACON_SKEW_MS {
+        return Err(Stale::Clock);
+    }
+    if last_ms.is_some_and(|last| sent_at_ms <= last) {
+        return Err(Stale::Replayed);
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stale {
+    Clock,
+    Replayed,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[derive(Default)]
 struct State {
     peers: HashMap<u64, Peer>,
@@ -212,6 +243,15 @@ impl Shared {
                 return;
             }
         };
+        let last = st
+            .peers
+            .get(&ann.node_id)
+            .map(|p| p.announcement.sent_at_ms);
+        match is_fresh(ann.sent_at_ms, now_ms(), last) {
+            Ok(()) => {}
+            Err(Stale::Clock) => return st.stats.stale += 1,
+            Err(Stale::Replayed) => return st.stats.replayed += 1,
+        }
         st.stats.accepted += 1;
         let changed = match st.peers.get(&ann.node_id) {
             Some(p) => p.announcement.content() != ann.content(),
@@ -394,8 +434,7 @@ async fn send_loop(sock: Arc<UdpSocket>, shared: Arc<Shared>, to: SocketAddr, ev
             continue;
         };
         ann.nonce = rand::random();
-        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH);
-        ann.sent_at_ms = since_epoch.map_or(0, |d| d.as_millis() as u64);
+        ann.sent_at_ms = now_ms();
         let dgram = encode(&ann, &shared.secret);
         let result = if dgram.len() > MAX_DATAGRAM {
             Err(invalid(format!(
@@ -444,7 +483,7 @@ mod tests {
             cluster_addr,
             protocol: 1,
             cluster_id,
-            sent_at_ms: 0,
+            sent_at_ms: now_ms(),
             nonce: 0,
         }
     }
@@ -480,6 +519,29 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for: {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[test]
+    fn a_beacon_out_of_its_time_or_played_again_is_not_fresh() {
+        let now = 1_000_000_000;
+        assert_eq!(is_fresh(now, now, None), Ok(()));
+        assert_eq!(is_fresh(now - 1000, now, Some(now - 2000)), Ok(()));
+        assert_eq!(
+            is_fresh(now - MAX_BEACON_SKEW_MS - 1, now, None),
+            Err(Stale::Clock)
+        );
+        assert_eq!(
+            is_fresh(now + MAX_BEACON_SKEW_MS + 1, now, None),
+            Err(Stale::Clock)
+        );
+        assert_eq!(
+            is_fresh(now - 1000, now, Some(now - 1000)),
+            Err(Stale::Replayed)
+        );
+        assert_eq!(
+            is_fresh(now - 2000, now, Some(now - 1000)),
+            Err(Stale::Replayed)
+        );
     }
 
     #[test]

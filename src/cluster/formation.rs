@@ -114,16 +114,36 @@ async fn candidates(cluster: &Cluster, plan: &Plan<'_>) -> (Vec<Candidate>, Vec<
     let mut out: BTreeMap<NodeId, Candidate> = BTreeMap::new();
     let mut refusals = Vec::new();
     if let Some(d) = plan.discovery {
-        for p in d.peers(Duration::from_secs(5)) {
+        // A beacon is a hint: only a node that answers on the authenticated cluster port,
+        // as the node the beacon names, is counted (a forged or replayed beacon must not
+        // make this node form a cluster with a voter that is not there).
+        let heard = d.peers(Duration::from_secs(5));
+        let confirmed = futures::future::join_all(heard.into_iter().map(|p| async move {
             let a = p.announcement;
-            out.insert(
-                a.node_id,
-                Candidate {
-                    id: a.node_id,
+            let answer = cluster
+                .call_within(
+                    &a.cluster_addr,
+                    a.node_id,
+                    &ClusterRequest::Info,
+                    Duration::from_secs(2),
+                )
+                .await;
+            match answer {
+                Ok(ClusterResponse::Info(info)) if info.node_id == a.node_id => Some(Candidate {
+                    id: info.node_id,
                     addr: a.cluster_addr,
-                    cluster_id: a.cluster_id.map(|c| format!("{c:016x}")),
-                },
-            );
+                    cluster_id: info.cluster_id,
+                }),
+                other => {
+                    tracing::debug!(node = a.node_id, addr = %a.cluster_addr, ?other,
+                        "a node heard by beacon did not answer as itself; not counted");
+                    None
+                }
+            }
+        }))
+        .await;
+        for c in confirmed.into_iter().flatten() {
+            out.insert(c.id, c);
         }
     }
     for seed in &plan.seeds {

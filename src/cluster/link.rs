@@ -25,10 +25,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chorus_raft::network::frame::{read_frame, write_frame};
+use chorus_raft::network::ClusterStream;
 use chorus_raft::network::{Channel, LinkStream};
 use chorus_raft::{NodeId, RaftNode, StateEvent};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Notify};
 
 use super::protocol::{decode, encode, LinkFrame, PeerMessage};
@@ -71,7 +71,7 @@ struct Peer {
     queue: mpsc::Sender<PeerMessage>,
     budget: Arc<AtomicUsize>,
     /// Streams the peer dialled to us, for the side that waits.
-    incoming: mpsc::Sender<TcpStream>,
+    incoming: mpsc::Sender<ClusterStream>,
     up: Arc<AtomicBool>,
     /// The peer was declared down: return what it did not acknowledge.
     give_back: Arc<Notify>,
@@ -287,7 +287,7 @@ impl Links {
 struct PeerRef {
     queue: mpsc::Sender<PeerMessage>,
     budget: Arc<AtomicUsize>,
-    incoming: mpsc::Sender<TcpStream>,
+    incoming: mpsc::Sender<ClusterStream>,
     up: Arc<AtomicBool>,
 }
 
@@ -352,7 +352,7 @@ enum Served {
     /// Failed or closed; `greeted` if the hellos were exchanged first.
     Ended { greeted: bool },
     /// The peer dialled again while we still held this connection.
-    Replaced(TcpStream),
+    Replaced(ClusterStream),
     /// The peer was declared down and this connection had gone quiet: dropped.
     GaveBack,
 }
@@ -380,7 +380,7 @@ impl LinkTask {
     async fn run(
         self,
         mut queue: mpsc::Receiver<PeerMessage>,
-        mut incoming: mpsc::Receiver<TcpStream>,
+        mut incoming: mpsc::Receiver<ClusterStream>,
     ) {
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -419,9 +419,9 @@ impl LinkTask {
     /// The next connection: dialled by the smaller id, awaited by the other.
     async fn next_stream(
         &self,
-        incoming: &mut mpsc::Receiver<TcpStream>,
+        incoming: &mut mpsc::Receiver<ClusterStream>,
         backoff: &mut Duration,
-    ) -> Option<TcpStream> {
+    ) -> Option<ClusterStream> {
         if self.me > self.peer {
             return incoming.recv().await;
         }
@@ -453,12 +453,12 @@ impl LinkTask {
     /// the connection is quiet.
     async fn serve(
         &self,
-        stream: TcpStream,
+        stream: ClusterStream,
         queue: &mut mpsc::Receiver<PeerMessage>,
-        incoming: &mut mpsc::Receiver<TcpStream>,
+        incoming: &mut mpsc::Receiver<ClusterStream>,
     ) -> Served {
-        let _ = stream.set_nodelay(true);
-        let (mut read, mut write) = stream.into_split();
+        // TCP_NODELAY was set when the connection was made (chorus_raft::network).
+        let (mut read, mut write) = tokio::io::split(stream);
         let Some((theirs, greeted_at)) = self.greet(&mut read, &mut write).await else {
             return Served::Ended { greeted: false };
         };
@@ -596,8 +596,8 @@ impl LinkTask {
     /// first.
     async fn greet(
         &self,
-        read: &mut OwnedReadHalf,
-        write: &mut OwnedWriteHalf,
+        read: &mut ReadHalf<ClusterStream>,
+        write: &mut WriteHalf<ClusterStream>,
     ) -> Option<(Hello, Instant)> {
         let took = *self.took.lock().unwrap_or_else(|p| p.into_inner());
         let hello = LinkFrame::Hello {
@@ -693,7 +693,7 @@ impl LinkTask {
     /// Reads until the connection fails, goes stale, or this node is cut off.
     fn reader(
         &self,
-        mut read: OwnedReadHalf,
+        mut read: ReadHalf<ClusterStream>,
         ack_due: Arc<Notify>,
         heard: Arc<Mutex<Instant>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {

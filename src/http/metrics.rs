@@ -259,6 +259,16 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
                 "datagrams ignored: not a beacon",
                 d.malformed,
             ),
+            (
+                "discovery_beacons_stale",
+                "signed beacons ignored: stamped more than a minute from this node's clock",
+                d.stale,
+            ),
+            (
+                "discovery_beacons_replayed",
+                "signed beacons ignored: not newer than one already heard from that node",
+                d.replayed,
+            ),
         ];
         for (name, help, value) in beacons {
             registry.register(name, help, ConstCounter::new(value));

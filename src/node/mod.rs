@@ -51,10 +51,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
             heartbeat_ms: settings.cluster.heartbeat_ms,
             election_min_ms: settings.cluster.election_min_ms,
             election_max_ms: settings.cluster.election_max_ms,
-            identity: ClusterIdentity {
-                name: settings.cluster.name.clone(),
-                secret: secret.clone(),
-            },
+            identity: ClusterIdentity::new(
+                &settings.cluster.name,
+                &secret,
+                cluster_tls(&settings)?,
+            ),
         },
         StartMode::Join,
     )
@@ -62,7 +63,8 @@ pub async fn serve(settings: Settings) -> Result<()> {
     .context("starting the Raft node (cluster.listen)")?;
     let raft = Arc::new(raft);
     let cluster = Cluster::new(raft.clone(), settings.clone());
-    let discovery = start_discovery(&settings, &raft, &secret).await;
+    // Beacons are signed with the key derived from the secret, never the secret itself.
+    let discovery = start_discovery(&settings, &raft, raft.identity().key()).await;
 
     let mut seeds = settings.seeds();
     if let Some(seed) = &join_request {
@@ -122,7 +124,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
             state: raft.state(),
             domain: settings.domain.clone(),
             iterations: settings.auth.scram_iterations as u32,
-            salt_key: unknown_user_salt_key(&secret),
+            salt_key: unknown_user_salt_key(raft.identity().key()),
         }),
         limits,
         limits_before_auth,
@@ -289,13 +291,37 @@ async fn announce(cluster: Arc<Cluster>, discovery: Arc<Discovery>) {
     }
 }
 
-/// The key of unknown users' fake SCRAM salts, derived from the cluster
-/// secret: every node of a cluster gives an unknown name the same salt (as
+/// TLS for the cluster connections: off, operator certificates (mutual TLS against
+/// `cluster.tls.ca`), or a certificate made for this process.
+fn cluster_tls(settings: &Settings) -> Result<Option<Arc<chorus_raft::network::ClusterTls>>> {
+    use chorus_raft::network::ClusterTls;
+    let t = &settings.cluster.tls;
+    if !t.enabled {
+        tracing::warn!("cluster.tls.enabled is false: cluster traffic is not encrypted");
+        return Ok(None);
+    }
+    let tls = if t.ca.is_empty() {
+        ClusterTls::self_signed()
+    } else {
+        let read = |key: &str, path: &str| {
+            std::fs::read(path).with_context(|| format!("reading {key} ({path})"))
+        };
+        ClusterTls::with_ca(
+            &read("cluster.tls.cert", &t.cert)?,
+            &read("cluster.tls.key", &t.key)?,
+            &read("cluster.tls.ca", &t.ca)?,
+        )
+    };
+    Ok(Some(Arc::new(tls.map_err(|e| anyhow::anyhow!(e))?)))
+}
+
+/// The key of unknown users' fake SCRAM salts, derived from the cluster key
+/// (itself PBKDF2 of the secret, so a fake salt is no cheap oracle on the
+/// secret): every node of a cluster gives an unknown name the same salt (as
 /// every node gives a real account its one salt), and it survives restarts.
-fn unknown_user_salt_key(cluster_secret: &[u8]) -> [u8; 32] {
+fn unknown_user_salt_key(cluster_key: &[u8]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
-    let mut mac =
-        <Hmac<sha2::Sha256> as Mac>::new_from_slice(cluster_secret).expect("any key length");
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(cluster_key).expect("any key length");
     mac.update(b"chorus unknown-user salt key");
     mac.finalize().into_bytes().into()
 }

@@ -4,9 +4,10 @@ use std::io;
 
 use tokio::net::TcpStream;
 
-use super::auth::{self, ClusterIdentity, Role};
+use super::auth::{self, ClusterIdentity, Role, Session};
 use super::frame::{read_frame, write_frame};
 use super::messages::{Channel, Hello, HelloReply, Proof, RpcRequest, RpcResponse, ANY_NODE};
+use super::tls::ClusterStream;
 use crate::codec::{self, CodecError};
 use crate::config::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_HELLO_BYTES};
 use crate::types::{NodeId, PROTOCOL_VERSION};
@@ -44,7 +45,7 @@ pub enum CallError {
 /// A connection on which the handshake succeeded: the peer is the node we meant and both
 /// sides proved the cluster secret.
 pub struct PeerConnection {
-    stream: TcpStream,
+    stream: ClusterStream,
     peer: NodeId,
     addr: String,
 }
@@ -85,8 +86,12 @@ impl PeerConnection {
             addr: addr.into(),
             reason,
         };
-        let mut stream = TcpStream::connect(addr).await.map_err(io_err)?;
-        stream.set_nodelay(true).map_err(io_err)?;
+        let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
+        tcp.set_nodelay(true).map_err(io_err)?;
+        let mut stream = match &identity.tls {
+            Some(tls) => tls.connect(addr, tcp).await.map_err(io_err)?,
+            None => ClusterStream::Plain(tcp),
+        };
         let nonce = auth::nonce();
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
@@ -102,38 +107,22 @@ impl PeerConnection {
         let reply = read_frame(&mut stream, MAX_HELLO_BYTES)
             .await
             .map_err(io_err)?;
-        let (node, server_nonce, proof) =
-            match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
-                HelloReply::Challenge {
-                    node, nonce, proof, ..
-                } => (node, nonce, proof),
-                HelloReply::Refused { reason } => return Err(refused(reason)),
-                HelloReply::Accepted { .. } => {
-                    return Err(refused("the peer skipped the secret challenge".into()))
-                }
-            };
-        if to != ANY_NODE && node != to {
-            return Err(ConnectError::WrongNode {
-                addr: addr.into(),
-                expected: to,
-                actual: node,
-            });
-        }
-        if !auth::verify(
-            &identity.secret,
-            Role::Server,
-            &nonce,
-            &server_nonce,
-            node,
-            &proof,
-        ) {
-            return Err(refused(format!(
-                "node {node} does not know the cluster secret of {:?}",
-                identity.name
-            )));
-        }
+        let server_nonce = match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
+            HelloReply::Challenge { nonce, .. } => nonce,
+            HelloReply::Refused { reason } => return Err(refused(reason)),
+            HelloReply::Accepted { .. } => {
+                return Err(refused("the peer skipped the secret challenge".into()))
+            }
+        };
+        let exporter = stream.exporter();
+        let session = Session {
+            exporter: &exporter,
+            client_nonce: &nonce,
+            server_nonce: &server_nonce,
+        };
+        let claims = auth::client_claims(from, to, &identity.name, channel.tag());
         let mine = Proof {
-            proof: auth::prove(&identity.secret, Role::Client, &nonce, &server_nonce, from),
+            proof: auth::prove(identity.key(), Role::Client, &session, &claims),
         };
         write_frame(&mut stream, &codec::encode(&mine).map_err(codec_err)?)
             .await
@@ -141,19 +130,36 @@ impl PeerConnection {
         let reply = read_frame(&mut stream, MAX_HELLO_BYTES)
             .await
             .map_err(io_err)?;
-        match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
-            HelloReply::Accepted { .. } => Ok(PeerConnection {
-                stream,
-                peer: node,
-                addr: addr.into(),
-            }),
-            HelloReply::Refused { reason } => Err(refused(reason)),
-            HelloReply::Challenge { .. } => Err(refused("the peer challenged twice".into())),
+        let (node, proof) = match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
+            HelloReply::Accepted { node, proof, .. } => (node, proof),
+            HelloReply::Refused { reason } => return Err(refused(reason)),
+            HelloReply::Challenge { .. } => {
+                return Err(refused("the peer challenged twice".into()))
+            }
+        };
+        let claims = auth::server_claims(node);
+        if !auth::verify(identity.key(), Role::Server, &session, &claims, &proof) {
+            return Err(refused(format!(
+                "node {node} did not prove the cluster secret of {:?}",
+                identity.name
+            )));
         }
+        if to != ANY_NODE && node != to {
+            return Err(ConnectError::WrongNode {
+                addr: addr.into(),
+                expected: to,
+                actual: node,
+            });
+        }
+        Ok(PeerConnection {
+            stream,
+            peer: node,
+            addr: addr.into(),
+        })
     }
 
     /// The authenticated stream, for a `Channel::Link` connection.
-    pub fn into_stream(self) -> TcpStream {
+    pub fn into_stream(self) -> ClusterStream {
         self.stream
     }
 

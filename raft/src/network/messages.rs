@@ -1,9 +1,10 @@
 //! Messages on a cluster connection. Each frame holds one of these, codec-encoded.
 //!
-//! Connection set-up: `Hello` (client) -> `HelloReply::Challenge` (server proves the
-//! secret) -> `Proof` (client proves it) -> `HelloReply::Accepted` or `Refused`. Then, on a
-//! `Channel::Raft` connection, `RpcRequest`/`RpcResponse` pairs; a `Channel::Link`
-//! connection is handed to the application as a plain framed stream.
+//! Connection set-up, inside TLS: `Hello` (client) -> `HelloReply::Challenge` (the
+//! server's nonce, nothing else) -> `Proof` (the client proves the secret first) ->
+//! `HelloReply::Accepted` (the server's proof) or `Refused`. Then, on a `Channel::Raft`
+//! connection, `RpcRequest`/`RpcResponse` pairs; a `Channel::Link` connection is handed
+//! to the application as a framed stream.
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -21,6 +22,16 @@ pub enum Channel {
     Raft,
     /// A long-lived application stream (Chorus's peer link for stanzas).
     Link,
+}
+
+impl Channel {
+    /// The byte a proof binds for this channel.
+    pub fn tag(self) -> u8 {
+        match self {
+            Channel::Raft => 0,
+            Channel::Link => 1,
+        }
+    }
 }
 
 /// First frame from the connecting side: who it is and which node it means to reach.
@@ -42,24 +53,20 @@ pub const ANY_NODE: NodeId = 0;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply {
+    /// The client proved the secret; the server proves it back.
     Accepted {
         node: NodeId,
         protocol: u16,
-    },
-    /// The connection is closed after this reply.
-    Refused {
-        reason: String,
-    },
-    /// The server's proof of the secret and its nonce; the client answers with `Proof`.
-    Challenge {
-        node: NodeId,
-        protocol: u16,
-        nonce: Vec<u8>,
         proof: Vec<u8>,
     },
+    /// The connection is closed after this reply. Before the client proved the secret
+    /// the reason names nothing of this node or its cluster.
+    Refused { reason: String },
+    /// The server's nonce; the client answers with `Proof`.
+    Challenge { protocol: u16, nonce: Vec<u8> },
 }
 
-/// The client's proof of the secret.
+/// The client's proof of the secret, over the session and its hello's claims.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
     pub proof: Vec<u8>,

@@ -1,12 +1,13 @@
-//! The cluster RPC transport: TCP, length-prefixed frames, a hello that names the node the
-//! caller means to reach, then request/response pairs (AppendEntries, Vote,
-//! InstallSnapshot chunks).
+//! The cluster RPC transport: TCP with TLS (`tls`), length-prefixed frames, a hello that
+//! proves the cluster secret and names the node the caller means to reach (`auth`), then
+//! request/response pairs (AppendEntries, Vote, InstallSnapshot chunks).
 
 pub mod auth;
 mod connection;
 pub mod frame;
 pub mod messages;
 pub(crate) mod server;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -31,6 +32,7 @@ pub use self::messages::{
     Channel, ForwardError, Hello, HelloReply, RpcRequest, RpcResponse, ANY_NODE,
 };
 pub use self::server::{check_hello, AppFuture, AppHandler, AppHooks, LinkStream};
+pub use self::tls::{ClusterStream, ClusterTls};
 use crate::codec;
 use crate::config::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_IDLE_CONNECTIONS_PER_PEER};
 use crate::types::{NodeId, TypeConfig};

@@ -12,15 +12,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::auth::{self, ClusterIdentity, Role};
+use super::auth::{self, ClusterIdentity, Role, Session};
 use super::frame::{read_frame, write_frame};
 use super::messages::{
     Channel, ForwardError, Hello, HelloReply, Proof, RpcRequest, RpcResponse, ANY_NODE,
 };
+use super::tls::ClusterStream;
 use crate::codec;
 use crate::config::{
-    HELLO_TIMEOUT, IDLE_CONNECTION_TIMEOUT, MAX_FRAME_BYTES, MAX_HELLO_BYTES,
-    MAX_INBOUND_CONNECTIONS,
+    HANDSHAKE_TIMEOUT, IDLE_CONNECTION_TIMEOUT, MAX_FRAME_BYTES, MAX_HELLO_BYTES,
+    MAX_INBOUND_CONNECTIONS, MAX_PENDING_PER_ADDRESS,
 };
 use crate::types::{NodeId, TypeConfig, PROTOCOL_VERSION};
 
@@ -35,7 +36,7 @@ pub type AppHandler = Arc<dyn Fn(NodeId, Vec<u8>) -> AppFuture + Send + Sync>;
 /// An authenticated `Channel::Link` connection, handed to the application.
 pub struct LinkStream {
     pub peer: NodeId,
-    pub stream: TcpStream,
+    pub stream: ClusterStream,
 }
 
 /// What the application plugs into the listener once it is ready for it.
@@ -54,27 +55,11 @@ pub(crate) struct ServerCtx {
     pub hooks: Arc<AppHooks>,
 }
 
-/// The verdict on a hello, with the reason when refused.
-pub fn check_hello(node_id: NodeId, cluster: &str, hello: &Hello) -> Result<(), String> {
+/// The verdict on a hello before its sender proved anything: only what says nothing
+/// of this node (the protocol range is public, like the build).
+pub fn check_hello(hello: &Hello) -> Result<(), String> {
     if !(OLDEST_PEER_PROTOCOL..=PROTOCOL_VERSION).contains(&hello.protocol) {
-        return Err(format!(
-            "protocol version {} is not supported; node {node_id} speaks \
-             {OLDEST_PEER_PROTOCOL}..={PROTOCOL_VERSION}",
-            hello.protocol
-        ));
-    }
-    if hello.cluster != cluster {
-        return Err(format!(
-            "this node belongs to cluster {cluster:?}, not {:?}",
-            hello.cluster
-        ));
-    }
-    if hello.to != node_id && hello.to != ANY_NODE {
-        return Err(format!(
-            "this is node {node_id}, not node {}; the address may have been reassigned: \
-             check the cluster membership",
-            hello.to
-        ));
+        return Err(version_refusal(hello.protocol));
     }
     if hello.nonce.len() != auth::NONCE_LEN {
         return Err("malformed hello nonce".into());
@@ -82,16 +67,73 @@ pub fn check_hello(node_id: NodeId, cluster: &str, hello: &Hello) -> Result<(), 
     Ok(())
 }
 
+fn version_refusal(found: u16) -> String {
+    format!(
+        "protocol version {found} is not supported; this node speaks \
+         {OLDEST_PEER_PROTOCOL}..={PROTOCOL_VERSION}"
+    )
+}
+
+/// What a client that did not prove the secret is told: nothing of this node or its
+/// cluster. The node's own log says which of the two it was.
+pub const UNPROVEN: &str = "the cluster secret was not proved: check that cluster.name and \
+     cluster.secret are the same on every node";
+
+/// The verdict on a hello whose sender proved the secret: now it may be told more.
+fn check_proven(node_id: NodeId, hello: &Hello) -> Result<(), String> {
+    if hello.to != node_id && hello.to != ANY_NODE {
+        return Err(format!(
+            "this is node {node_id}, not node {}; the address may have been reassigned: \
+             check the cluster membership",
+            hello.to
+        ));
+    }
+    Ok(())
+}
+
 /// A frame's protocol version, for refusing an older peer with a message naming both
 /// versions instead of a decoding error.
-fn refuse_version(node_id: NodeId, frame: &[u8]) -> Option<String> {
+fn refuse_version(frame: &[u8]) -> Option<String> {
     let found = u16::from_be_bytes([*frame.first()?, *frame.get(1)?]);
-    (!(OLDEST_PEER_PROTOCOL..=PROTOCOL_VERSION).contains(&found)).then(|| {
-        format!(
-            "protocol version {found} is not supported; node {node_id} speaks \
-             {OLDEST_PEER_PROTOCOL}..={PROTOCOL_VERSION}"
-        )
-    })
+    (!(OLDEST_PEER_PROTOCOL..=PROTOCOL_VERSION).contains(&found)).then(|| version_refusal(found))
+}
+
+/// Connections from one address that have not finished the handshake. Anyone can open
+/// them, so they are bounded per source address (`MAX_PENDING_PER_ADDRESS`) as well as in
+/// all, and each has `HANDSHAKE_TIMEOUT` to prove the secret.
+#[derive(Default)]
+struct Pending(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct PendingSlot {
+    pending: Arc<Pending>,
+    ip: std::net::IpAddr,
+}
+
+impl Pending {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<PendingSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_PENDING_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            pending: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut map = self.pending.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 pub(crate) async fn serve(
@@ -101,6 +143,7 @@ pub(crate) async fn serve(
 ) {
     let node_id = ctx.node_id;
     let slots = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
+    let pending = Arc::new(Pending::default());
     // Dropping the set when the loop ends aborts every connection task.
     let mut conns = JoinSet::new();
     loop {
@@ -108,6 +151,11 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(waiting) = pending.enter(peer.ip()) else {
+                        tracing::debug!(node = node_id, %peer, limit = MAX_PENDING_PER_ADDRESS,
+                            "too many unproven cluster connections from one address; closing a new one");
+                        continue;
+                    };
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         tracing::warn!(node = node_id, %peer, limit = MAX_INBOUND_CONNECTIONS,
                             "too many cluster connections; closing a new one");
@@ -116,7 +164,7 @@ pub(crate) async fn serve(
                     let ctx = ctx.clone();
                     conns.spawn(async move {
                         let _slot = slot;
-                        if let Err(e) = serve_connection(stream, peer, ctx).await {
+                        if let Err(e) = serve_connection(stream, peer, ctx, waiting).await {
                             tracing::debug!(node = node_id, %peer, error = %e, "cluster connection closed");
                         }
                     });
@@ -132,88 +180,108 @@ pub(crate) async fn serve(
     }
 }
 
-/// The handshake: hello, challenge, proof. Returns the peer's hello when it proved the
-/// secret; otherwise the peer has been told why and the caller closes the connection.
+/// The handshake: hello, challenge, proof, answer. Returns the peer's hello when it
+/// proved the secret; otherwise the peer has been told as little as possible and the
+/// caller closes the connection.
 async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut ClusterStream,
     peer: SocketAddr,
     ctx: &ServerCtx,
 ) -> io::Result<Option<Hello>> {
     let node_id = ctx.node_id;
-    let frame = tokio::time::timeout(HELLO_TIMEOUT, read_frame(stream, MAX_HELLO_BYTES))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello in time"))??;
-    let verdict = match refuse_version(node_id, &frame) {
+    let frame = read_frame(stream, MAX_HELLO_BYTES).await?;
+    let verdict = match refuse_version(&frame) {
         Some(reason) => Err(reason),
         None => codec::decode::<Hello>(&frame)
             .map_err(|e| format!("cannot decode hello: {e}"))
-            .and_then(|h| check_hello(node_id, &ctx.identity.name, &h).map(|()| h)),
+            .and_then(|h| check_hello(&h).map(|()| h)),
     };
     let hello = match verdict {
         Ok(h) => h,
-        Err(reason) => return refuse(stream, peer, node_id, reason).await,
+        Err(reason) => return refuse(stream, peer, node_id, &reason, reason.clone()).await,
     };
     let nonce = auth::nonce();
     let challenge = HelloReply::Challenge {
-        node: node_id,
         protocol: PROTOCOL_VERSION,
-        proof: auth::prove(
-            &ctx.identity.secret,
-            Role::Server,
-            &hello.nonce,
-            &nonce,
-            node_id,
-        ),
         nonce: nonce.clone(),
     };
     write_frame(stream, &encode(&challenge)?).await?;
-    let frame = tokio::time::timeout(HELLO_TIMEOUT, read_frame(stream, MAX_HELLO_BYTES))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no proof in time"))??;
-    let proved = codec::decode::<Proof>(&frame).is_ok_and(|p| {
-        auth::verify(
-            &ctx.identity.secret,
-            Role::Client,
-            &hello.nonce,
-            &nonce,
-            hello.from,
-            &p.proof,
-        )
-    });
+    let frame = read_frame(stream, MAX_HELLO_BYTES).await?;
+    let exporter = stream.exporter();
+    let session = Session {
+        exporter: &exporter,
+        client_nonce: &hello.nonce,
+        server_nonce: &nonce,
+    };
+    let claims = auth::client_claims(
+        hello.from,
+        hello.to,
+        &ctx.identity.name,
+        hello.channel.tag(),
+    );
+    let key = ctx.identity.key();
+    let proved = codec::decode::<Proof>(&frame)
+        .is_ok_and(|p| auth::verify(key, Role::Client, &session, &claims, &p.proof));
     if !proved {
-        let reason = format!(
-            "node {} did not prove the cluster secret of {:?}: check cluster.secret",
-            hello.from, ctx.identity.name
-        );
-        return refuse(stream, peer, node_id, reason).await;
+        let why = if hello.cluster != ctx.identity.name {
+            format!(
+                "node {} claims cluster {:?}, this node is in {:?}",
+                hello.from, hello.cluster, ctx.identity.name
+            )
+        } else {
+            format!(
+                "node {} did not prove the cluster secret: check cluster.secret",
+                hello.from
+            )
+        };
+        return refuse(stream, peer, node_id, &why, UNPROVEN.into()).await;
+    }
+    if let Err(reason) = check_proven(node_id, &hello) {
+        return refuse(stream, peer, node_id, &reason, reason.clone()).await;
     }
     let accepted = HelloReply::Accepted {
         node: node_id,
         protocol: PROTOCOL_VERSION,
+        proof: auth::prove(key, Role::Server, &session, &auth::server_claims(node_id)),
     };
     write_frame(stream, &encode(&accepted)?).await?;
     Ok(Some(hello))
 }
 
+/// Logs `why` and tells the peer `told`.
 async fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut ClusterStream,
     peer: SocketAddr,
     node_id: NodeId,
-    reason: String,
+    why: &str,
+    told: String,
 ) -> io::Result<Option<Hello>> {
-    tracing::warn!(node = node_id, %peer, %reason, "refused cluster connection");
-    write_frame(stream, &encode(&HelloReply::Refused { reason })?).await?;
+    tracing::warn!(node = node_id, %peer, reason = %why, "refused cluster connection");
+    write_frame(stream, &encode(&HelloReply::Refused { reason: told })?).await?;
     Ok(None)
 }
 
 async fn serve_connection(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServerCtx>,
+    waiting: PendingSlot,
 ) -> io::Result<()> {
     let node_id = ctx.node_id;
-    stream.set_nodelay(true)?;
-    let Some(hello) = handshake(&mut stream, peer, &ctx).await? else {
+    tcp.set_nodelay(true)?;
+    let unproven = async {
+        let mut stream = match &ctx.identity.tls {
+            Some(tls) => tls.accept(tcp).await?,
+            None => ClusterStream::Plain(tcp),
+        };
+        let hello = handshake(&mut stream, peer, &ctx).await?;
+        Ok::<_, io::Error>((stream, hello))
+    };
+    let (mut stream, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, unproven)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no proof of the secret in time"))??;
+    drop(waiting);
+    let Some(hello) = hello else {
         return Ok(());
     };
     tracing::debug!(node = node_id, from = hello.from, %peer, channel = ?hello.channel,

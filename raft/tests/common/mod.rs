@@ -36,11 +36,14 @@ pub fn test_config(data_dir: &Path, node_id: NodeId) -> RaftConfig {
     }
 }
 
+/// The test cluster's identity, TLS on; made once (the key derivation is slow on purpose).
 pub fn identity() -> ClusterIdentity {
-    ClusterIdentity {
-        name: "test".into(),
-        secret: b"test secret".to_vec(),
-    }
+    static ID: std::sync::OnceLock<ClusterIdentity> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let tls = chorus_raft::network::ClusterTls::self_signed().unwrap();
+        ClusterIdentity::new("test", b"test secret", Some(std::sync::Arc::new(tls)))
+    })
+    .clone()
 }
 
 pub fn credential(n: u8) -> ScramCredential {
