@@ -81,6 +81,9 @@ pub struct C2sSettings {
     pub tcp_keepalive_secs: u64,
     /// Failed SASL attempts allowed on one connection before it is closed.
     pub max_auth_failures: u64,
+    /// Requests of one stream being worked on at once (iqs answered after a Raft write,
+    /// subscription changes); beyond, an iq gets `<resource-constraint/>`.
+    pub max_pending_requests: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -262,6 +265,12 @@ pub struct UserLimits {
     pub private_bytes: u64,
     /// JIDs on one block list (XEP-0191).
     pub blocked_jids: u64,
+    /// Elements in one account's private XML storage (XEP-0049).
+    pub private_items: u64,
+    /// Subscription requests waiting for one account's answer (RFC 6121 3.1.3).
+    pub pending_subscriptions: u64,
+    /// JIDs one stream has sent directed presence to (RFC 6121 4.6).
+    pub directed_presences: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -310,6 +319,7 @@ impl Default for C2sSettings {
             max_unauthenticated: 5000,
             tcp_keepalive_secs: 60,
             max_auth_failures: 3,
+            max_pending_requests: 128,
         }
     }
 }
@@ -435,6 +445,9 @@ impl Default for UserLimits {
             vcard_bytes: 64 * 1024,
             private_bytes: 64 * 1024,
             blocked_jids: 5000,
+            private_items: 100,
+            pending_subscriptions: 1000,
+            directed_presences: 1000,
         }
     }
 }
@@ -578,6 +591,7 @@ impl Settings {
             ("limits.roster_item_bytes", self.limits.roster_item_bytes),
             ("limits.offline_messages", self.limits.offline_messages),
             ("auth.hash_queue", self.auth.hash_queue),
+            ("c2s.max_pending_requests", self.c2s.max_pending_requests),
             (
                 "http.header_read_timeout_secs",
                 self.http.header_read_timeout_secs,

@@ -24,7 +24,9 @@ async fn wait_for(node: &TestNode, user: &str, field: &str, want: u64) {
 
 #[tokio::test]
 async fn roster_with_1000_contacts() {
-    let node = TestNode::start();
+    // All 1,000 sets are pipelined at once: let them all be under way
+    // (tests/bounded_state.rs checks the bound itself).
+    let node = TestNode::start_with(&["--set", "c2s.max_pending_requests=1000"]);
     node.add_user("alice@localhost", "pw");
     let mut alice = Client::login(&node, "alice", "pw", "r").await;
     // Pipelined: 1,000 roster sets, then their 1,000 results.
@@ -112,8 +114,14 @@ async fn ten_thousand_offline_messages_in_order_once() {
 async fn presence_broadcast_reaches_1000_online_contacts() {
     const N: usize = 1000;
     // 1,001 accounts and logins: the RFC 7677 minimum keeps their PBKDF2 runs
-    // (server and client side) from being most of the test's time.
-    let node = TestNode::start_with(&["--set", "auth.scram_iterations=4096"]);
+    // (server and client side) from being most of the test's time. Alice's 1,000
+    // pre-approvals are pipelined at once: let them all be under way.
+    let node = TestNode::start_with(&[
+        "--set",
+        "auth.scram_iterations=4096",
+        "--set",
+        "c2s.max_pending_requests=1000",
+    ]);
     node.add_user("alice@localhost", "pw");
     for i in 0..N {
         node.add_user(&format!("c{i}@localhost"), "pw");

@@ -59,8 +59,12 @@ pub struct Session {
     /// XEP-0352: the client said it is inactive; presence for it is held.
     inactive: bool,
     held: csi::Held,
-    /// Answers being worked out (Raft writes) for this stream's iqs.
+    /// Answers being worked out (Raft writes) for this stream's iqs, and subscription
+    /// changes under way: at most `c2s.max_pending_requests`.
     pending_answers: u32,
+    /// Where this stream sent available directed presence (RFC 6121 4.6): at most
+    /// `limits.directed_presences`.
+    directed: std::collections::HashSet<String>,
     /// A close asked for while answers were pending: it waits for them, so a
     /// client that, say, deletes its account still reads the result first.
     deferred_close: Option<(StreamErrorKind, Option<String>)>,
@@ -107,11 +111,22 @@ pub fn start(
             caller: None,
             carbons: false,
             pending_answers: 0,
+            directed: Default::default(),
             deferred_close: None,
             inactive: false,
             held: csi::Held::default(),
         }
     });
+}
+
+/// The answer to a request beyond `c2s.max_pending_requests`: wait and send it again.
+fn too_busy(request: &Element) -> Element {
+    crate::xmpp::error::error_reply_with_type(
+        request,
+        StanzaErrorKind::ResourceConstraint,
+        crate::xmpp::error::ErrorType::Wait,
+        Some("too many requests under way on this stream; wait for their answers"),
+    )
 }
 
 /// The parser runs in its own task (its futures are not cancel-safe, so they
@@ -304,19 +319,33 @@ impl Session {
         };
         match xep::answer_iq(&el, &target, &caller) {
             Answer::Now(reply) => self.send(&finish(reply), ctx),
+            Answer::Later(_) if self.busy() => {
+                let reply = too_busy(&el);
+                self.send(&finish(reply), ctx)
+            }
             Answer::Later(future) => {
                 self.pending_answers += 1;
                 ctx.spawn(actix::fut::wrap_future::<_, Self>(future).map(
                     move |reply, act, ctx| {
-                        act.pending_answers -= 1;
                         act.send(&finish(reply), ctx);
-                        if act.pending_answers == 0 {
-                            if let Some(error) = act.deferred_close.take() {
-                                act.close(Some(error), ctx);
-                            }
-                        }
+                        act.request_done(ctx);
                     },
                 ));
+            }
+        }
+    }
+
+    /// As many requests are under way as one stream may have.
+    fn busy(&self) -> bool {
+        self.pending_answers as u64 >= self.c2s.settings.c2s.max_pending_requests
+    }
+
+    /// A request under way is done: a close that waited for it may go ahead.
+    fn request_done(&mut self, ctx: &mut Context<Self>) {
+        self.pending_answers -= 1;
+        if self.pending_answers == 0 {
+            if let Some(error) = self.deferred_close.take() {
+                self.close(Some(error), ctx);
             }
         }
     }
@@ -344,6 +373,11 @@ impl Session {
             // Subscription types need a `to`; probes come from servers only.
             return;
         }
+        if el.attr("type") == Some("unavailable") {
+            // Unavailable goes to everyone it was directed to (RFC 6121 4.6.3): the set
+            // starts again.
+            self.directed.clear();
+        }
         self.c2s.router.do_send(OwnPresence {
             full_jid: self.full_jid.to_string(),
             session_id: self.session_id.clone(),
@@ -359,12 +393,35 @@ impl Session {
             let Some(caller) = self.caller.clone() else {
                 return;
             };
+            if self.busy() {
+                return self.send(&too_busy(&el), ctx);
+            }
+            self.pending_answers += 1;
             let future = crate::im::subscription::outbound(caller, kind, to.to_bare(), el);
-            ctx.spawn(actix::fut::wrap_future::<_, Self>(future));
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(future)
+                    .map(|(), act, ctx| act.request_done(ctx)),
+            );
             return;
         }
         if ty == "probe" {
             return;
+        }
+        if ty == "available" {
+            let target = to.to_string();
+            let limit = self.c2s.settings.limits.directed_presences as usize;
+            if !self.directed.contains(&target) && self.directed.len() >= limit {
+                let text = format!(
+                    "presence was already sent to {limit} JIDs; send some unavailable first"
+                );
+                return self.send(
+                    &error_reply(&el, StanzaErrorKind::PolicyViolation, Some(&text)),
+                    ctx,
+                );
+            }
+            self.directed.insert(target);
+        } else if ty == "unavailable" {
+            self.directed.remove(to.as_str());
         }
         if matches!(ty.as_str(), "available" | "unavailable") {
             self.c2s.router.do_send(Directed {

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use chorus_raft::RaftNode;
 
 use super::roster::{self, Entry, RosterError, RosterItem};
+use crate::config::UserLimits;
 use crate::router::messages::{PresenceTo, RouteStanza, ToResources, Which};
 use crate::router::Router;
 use crate::xep::Caller;
 use crate::xmpp::element::Element;
+use crate::xmpp::error::{error_reply, error_reply_with_type, ErrorType, StanzaErrorKind};
 use crate::xmpp::ns;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,16 +277,35 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
     if user == contact {
         return;
     }
+    let limits = &caller.settings.limits;
     let mut route = false;
     let mut presence = None;
+    let mut roster_full = false;
     let result = roster::update(&caller.raft, &user, &contact, |entry| {
         let rule = outbound_rule(kind, entry, &contact);
         tracing::debug!(%user, %contact, kind = kind.name(), reason = rule.reason, "outbound subscription");
+        // A subscription that adds a contact counts against the roster's size, as a
+        // roster set does (RFC 6121 3.1.2 makes the item). Read under the account's
+        // lock and written as a compare-and-set, so the count is exact.
+        let adds_item =
+            entry.item.is_none() && rule.entry.as_ref().is_some_and(|e| e.item.is_some());
+        roster_full = adds_item
+            && roster::load(&caller.raft.state(), &user).items.len()
+                >= limits.roster_items as usize;
+        if roster_full {
+            (route, presence) = (false, None);
+            return None;
+        }
         route = rule.route;
         presence = rule.presence_to_contact;
         rule.entry
     })
     .await;
+    if roster_full {
+        let text = format!("the roster is full ({} contacts)", limits.roster_items);
+        let bounce = error_reply(&stanza, StanzaErrorKind::NotAllowed, Some(&text));
+        return caller.router.do_send(RouteStanza(bounce));
+    }
     match result {
         Ok(Some(updated)) => roster::push(
             &caller.router,
@@ -301,17 +322,27 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
     }
     // The answer travels before the presence it unlocks (RFC 6121 3.1.5).
     if route {
-        let stanza = stamped(kind, &user, &contact, Some(&stanza));
-        deliver_to_contact(
+        let stamped = stamped(kind, &user, &contact, Some(&stanza));
+        let delivered = deliver_to_contact(
             &caller.raft,
             &caller.router,
             &caller.domain,
+            limits,
             kind,
             &user,
             &contact,
-            stanza,
+            stamped,
         )
         .await;
+        if let Err(text) = delivered {
+            let bounce = error_reply_with_type(
+                &stanza,
+                StanzaErrorKind::ResourceConstraint,
+                ErrorType::Wait,
+                Some(text),
+            );
+            caller.router.do_send(RouteStanza(bounce));
+        }
     }
     if let Some(available) = presence {
         caller.router.do_send(PresenceTo {
@@ -322,17 +353,42 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
     }
 }
 
+/// What of a subscription request is kept until the user answers it: the addresses,
+/// the type, and the status and nickname (XEP-0172) a client shows with it, each if
+/// small. Anything else a client hung on the request is not stored.
+pub fn pending_copy(stanza: &Element) -> String {
+    const MAX_PART: usize = 1024;
+    let mut copy = Element::new("presence", stanza.ns());
+    for attr in ["from", "to", "type"] {
+        if let Some(v) = stanza.attr(attr) {
+            copy.set_attr(attr, v);
+        }
+    }
+    for child in stanza.children() {
+        let kept = matches!(
+            (child.name(), child.ns()),
+            ("status", _) | ("nick", "http://jabber.org/protocol/nick")
+        );
+        if kept && child.to_xml().len() <= MAX_PART {
+            copy = copy.with_child(child.clone());
+        }
+    }
+    copy.to_xml()
+}
+
 /// Hand a subscription stanza from `user` to `contact`: the contact's server's
 /// part when the contact is ours, the router (which bounces) otherwise.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_to_contact(
     raft: &RaftNode,
     router: &actix::Addr<Router>,
     domain: &str,
+    limits: &UserLimits,
     kind: Kind,
     user: &str,
     contact: &str,
     stanza: Element,
-) {
+) -> Result<(), &'static str> {
     let ours = jid::BareJid::new(contact).is_ok_and(|j| j.domain().as_str() == domain);
     if !ours || raft.state().user(contact).is_none() {
         // RFC 6121 3.1.3: no such contact; subscription stanzas to it are dropped
@@ -340,17 +396,28 @@ async fn deliver_to_contact(
         if !ours {
             router.do_send(RouteStanza(stanza));
         }
-        return;
+        return Ok(());
     }
     if crate::xep::blocking::is_blocked(&raft.state(), contact, user) {
         // XEP-0191 3.3: the contact blocked the user; its roster does not hear of it.
         tracing::debug!(%contact, from = %user, kind = kind.name(), "subscription stanza from a blocked JID dropped");
-        return;
+        return Ok(());
     }
-    let xml = stanza.to_xml();
+    let xml = pending_copy(&stanza);
     let mut rule = None;
+    let mut too_many = false;
     let result = roster::update(raft, contact, user, |entry| {
         let r = inbound_rule(kind, entry, &xml);
+        // A new waiting request counts against the contact's bound, read under its lock.
+        let new_request = entry.pending_in.is_none()
+            && r.entry.as_ref().is_some_and(|e| e.pending_in.is_some());
+        too_many = new_request
+            && roster::load(&raft.state(), contact).pending_in.len() as u64
+                >= limits.pending_subscriptions;
+        if too_many {
+            rule = None;
+            return None;
+        }
         tracing::debug!(%contact, from = %user, kind = kind.name(), reason = r.reason, "inbound subscription");
         let change = r.entry.clone();
         rule = Some(r);
@@ -368,10 +435,14 @@ async fn deliver_to_contact(
         Ok(None) => {}
         Err(e) => {
             tracing::warn!(%contact, from = %user, error = %e, "subscription change failed");
-            return;
+            return Ok(());
         }
     }
-    let Some(rule) = rule else { return };
+    if too_many {
+        tracing::info!(%contact, from = %user, "subscription request refused: too many waiting");
+        return Err("the contact has too many subscription requests waiting");
+    }
+    let Some(rule) = rule else { return Ok(()) };
     if rule.deliver {
         router.do_send(ToResources {
             user: contact.to_string(),
@@ -420,6 +491,7 @@ async fn deliver_to_contact(
             });
         }
     }
+    Ok(())
 }
 
 /// RFC 6121 2.5.2: remove a contact, cancelling subscriptions both ways.
@@ -446,10 +518,11 @@ pub async fn remove_contact(caller: &Arc<Caller>, contact: &str) -> Result<bool,
             available: false,
         });
         let stanza = stamped(Kind::Unsubscribed, &user, contact, None);
-        deliver_to_contact(
+        let _ = deliver_to_contact(
             &caller.raft,
             &caller.router,
             &caller.domain,
+            &caller.settings.limits,
             Kind::Unsubscribed,
             &user,
             contact,
@@ -459,10 +532,11 @@ pub async fn remove_contact(caller: &Arc<Caller>, contact: &str) -> Result<bool,
     }
     if before.subscription.has_to() || before.ask {
         let stanza = stamped(Kind::Unsubscribe, &user, contact, None);
-        deliver_to_contact(
+        let _ = deliver_to_contact(
             &caller.raft,
             &caller.router,
             &caller.domain,
+            &caller.settings.limits,
             Kind::Unsubscribe,
             &user,
             contact,

@@ -161,6 +161,27 @@ impl IqFeature for Private {
                 Some(Answer::Now(result_for(iq).with_child(body)))
             }
             Verdict::Write { deletes, puts } => {
+                let held: std::collections::BTreeSet<String> = caller
+                    .raft
+                    .state()
+                    .data_all(&caller.bare_jid, KIND)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                let after = held
+                    .iter()
+                    .filter(|k| !deletes.contains(k))
+                    .chain(puts.iter().map(|(k, _)| k).filter(|k| !held.contains(*k)))
+                    .count() as u64;
+                let max = caller.settings.limits.private_items;
+                if after > max {
+                    let text = format!("private storage holds at most {max} elements");
+                    return Some(Answer::Now(error_reply(
+                        iq,
+                        StanzaErrorKind::NotAcceptable,
+                        Some(&text),
+                    )));
+                }
                 Some(stored::answer_write(caller, iq, KIND, deletes, puts))
             }
             Verdict::Refuse(kind, reason) => {
