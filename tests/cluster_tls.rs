@@ -190,3 +190,82 @@ async fn idle_connections_to_the_cluster_port_do_not_stop_the_cluster() {
         "an election happened under the idle connections"
     );
 }
+
+/// A CA, and a certificate it signs for 127.0.0.1 (both as server and client), as
+/// PEM files in `dir`: (ca, cert, key).
+fn operator_pki(dir: &std::path::Path, tag: &str) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let path = |name: &str| dir.join(format!("{tag}-{name}.pem")).display().to_string();
+    std::fs::write(path("ca"), ca.pem()).unwrap();
+    std::fs::write(path("cert"), cert.pem()).unwrap();
+    std::fs::write(path("key"), key.serialize_pem()).unwrap();
+    (path("ca"), path("cert"), path("key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_operator_certificates_a_node_of_another_ca_is_refused() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = operator_pki(pki.path(), "ours");
+    let tls_flags = |ca: &str, cert: &str, key: &str| {
+        vec![
+            "--set".to_string(),
+            format!("cluster.tls.ca={ca}"),
+            "--set".to_string(),
+            format!("cluster.tls.cert={cert}"),
+            "--set".to_string(),
+            format!("cluster.tls.key={key}"),
+        ]
+    };
+    let ours = tls_flags(&ca, &cert, &key);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let name = format!("mtls-{}", rand::random::<u32>());
+    let nodes = start_cluster(&name, 2, Find::Seeds, &ours);
+    assert_eq!(
+        common::cluster::member_ids(&common::cluster::status(&nodes[0])).len(),
+        2,
+        "two nodes of one CA formed a cluster"
+    );
+    // Accounts replicate over mutual TLS.
+    nodes[0].add_user("alice@localhost", "pw");
+    eventually_has_user(&nodes[1], "alice@localhost");
+
+    // The right name and secret, but a certificate of another CA: refused, and it
+    // does not form a cluster of its own beside this one.
+    let (other_ca, other_cert, other_key) = operator_pki(pki.path(), "theirs");
+    let mut intruder = common::TestNode::prepare(&[]);
+    intruder.extra = common::cluster::cluster_flags(&name, 1, Find::Seeds, common::free_port());
+    intruder
+        .extra
+        .extend(tls_flags(&other_ca, &other_cert, &other_key));
+    intruder.extra.extend([
+        "--seed".to_string(),
+        format!("127.0.0.1:{}", nodes[0].cluster),
+    ]);
+    intruder.spawn_nowait();
+    let status = intruder.child.as_mut().unwrap().wait().unwrap();
+    intruder.child = None;
+    assert!(!status.success(), "the intruder started");
+    let log = intruder.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert_eq!(
+        common::cluster::member_ids(&common::cluster::status(&nodes[0])).len(),
+        2
+    );
+}

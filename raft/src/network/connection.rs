@@ -42,6 +42,16 @@ pub enum CallError {
     BadRequest(String),
 }
 
+/// The reason of a TLS failure (a certificate refused by either side, an alert), if
+/// `e` is one.
+fn tls_failure(e: &io::Error) -> Option<String> {
+    let tls = e.get_ref()?.downcast_ref::<tokio_rustls::rustls::Error>()?;
+    Some(format!(
+        "the TLS handshake failed ({tls}): check cluster.tls.enabled, cluster.tls.cert, \
+         cluster.tls.key and cluster.tls.ca"
+    ))
+}
+
 /// A connection on which the handshake succeeded: the peer is the node we meant and both
 /// sides proved the cluster secret.
 pub struct PeerConnection {
@@ -88,8 +98,18 @@ impl PeerConnection {
         };
         let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
         tcp.set_nodelay(true).map_err(io_err)?;
+        // A TLS failure, or bytes that are no frame of ours, is a refusal (a
+        // configuration to fix), not a node that is away.
+        let mismatch = |e: io::Error| match tls_failure(&e) {
+            Some(reason) => refused(reason),
+            None if e.kind() == io::ErrorKind::InvalidData => refused(format!(
+                "the peer does not speak this protocol ({e}); is cluster.tls.enabled the same \
+                 on every node?"
+            )),
+            None => io_err(e),
+        };
         let mut stream = match &identity.tls {
-            Some(tls) => tls.connect(addr, tcp).await.map_err(io_err)?,
+            Some(tls) => tls.connect(addr, tcp).await.map_err(mismatch)?,
             None => ClusterStream::Plain(tcp),
         };
         let nonce = auth::nonce();
@@ -106,7 +126,7 @@ impl PeerConnection {
             .map_err(io_err)?;
         let reply = read_frame(&mut stream, MAX_HELLO_BYTES)
             .await
-            .map_err(io_err)?;
+            .map_err(mismatch)?;
         let server_nonce = match codec::decode::<HelloReply>(&reply).map_err(codec_err)? {
             HelloReply::Challenge { nonce, .. } => nonce,
             HelloReply::Refused { reason } => return Err(refused(reason)),
