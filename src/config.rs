@@ -142,6 +142,10 @@ pub struct ClusterSettings {
     pub failure: FailureSettings,
     pub multicast: MulticastSettings,
     pub tls: ClusterTlsSettings,
+    /// Inbound cluster connections from one address that may be in their handshake at once.
+    pub max_pending_per_address: u64,
+    /// Milliseconds a new inbound cluster connection has to finish TLS and prove the secret.
+    pub handshake_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -259,6 +263,8 @@ pub struct UserLimits {
     pub roster_item_bytes: u64,
     /// Messages kept for an account while it is offline (XEP-0160).
     pub offline_messages: u64,
+    /// Bytes of the messages kept for an account while it is offline.
+    pub offline_bytes: u64,
     /// Bytes of one vCard (XEP-0054).
     pub vcard_bytes: u64,
     /// Bytes of one private XML storage item (XEP-0049).
@@ -374,6 +380,8 @@ impl Default for ClusterSettings {
                 key: String::new(),
                 ca: String::new(),
             },
+            max_pending_per_address: 16,
+            handshake_timeout_ms: 3000,
         }
     }
 }
@@ -442,6 +450,7 @@ impl Default for UserLimits {
             roster_items: 5000,
             roster_item_bytes: 4096,
             offline_messages: 10_000,
+            offline_bytes: 32 * 1024 * 1024,
             vcard_bytes: 64 * 1024,
             private_bytes: 64 * 1024,
             blocked_jids: 5000,
@@ -590,6 +599,7 @@ impl Settings {
             ("limits.roster_items", self.limits.roster_items),
             ("limits.roster_item_bytes", self.limits.roster_item_bytes),
             ("limits.offline_messages", self.limits.offline_messages),
+            ("limits.offline_bytes", self.limits.offline_bytes),
             ("auth.hash_queue", self.auth.hash_queue),
             ("c2s.max_pending_requests", self.c2s.max_pending_requests),
             (
@@ -597,6 +607,14 @@ impl Settings {
                 self.http.header_read_timeout_secs,
             ),
             ("http.max_connections", self.http.max_connections),
+            (
+                "cluster.max_pending_per_address",
+                self.cluster.max_pending_per_address,
+            ),
+            (
+                "cluster.handshake_timeout_ms",
+                self.cluster.handshake_timeout_ms,
+            ),
             ("rate.tracked_keys", self.rate.tracked_keys),
         ];
         for (key, value) in positive {

@@ -177,3 +177,42 @@ async fn requests_under_way_on_one_stream_are_bounded() {
         "every one of 20 pipelined writes was taken at once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_are_bounded_in_bytes_as_well_as_count() {
+    let node = node_with(&["alice", "bob"], &["--set", "limits.offline_bytes=20000"]);
+    let mut alice = Client::login(&node, "alice", "pw", "r").await;
+    let body = "x".repeat(3000);
+    for i in 0..10 {
+        alice
+            .send(&format!(
+                "<message to='bob@localhost' type='chat' id='o{i}'><body>{i} {body}</body></message>"
+            ))
+            .await;
+    }
+    alice.sync("sent").await;
+    let user = |field: &str| {
+        node.api_get("/api/v1/users/bob@localhost")[field]
+            .as_u64()
+            .unwrap()
+    };
+    let mut refused = 0;
+    while (user("offline_messages") as usize) + refused < 10 {
+        let bounce = alice
+            .recv_until(|e| e.name() == "message" && e.attr("type") == Some("error"))
+            .await;
+        assert_eq!(condition(&bounce).as_deref(), Some("service-unavailable"));
+        refused += 1;
+    }
+    let kept = user("offline_messages");
+    assert!(refused >= 1 && kept >= 1, "kept {kept}, refused {refused}");
+    assert!(user("offline_bytes") <= 20_000, "{}", user("offline_bytes"));
+    // What was kept is delivered, and its bytes are given back.
+    let mut bob = Client::login(&node, "bob", "pw", "r").await;
+    for _ in 0..kept {
+        bob.recv_until(|e| e.name() == "message").await;
+    }
+    common::cluster::eventually("the delivered bytes were given back", || {
+        user("offline_bytes") == 0 && user("offline_messages") == 0
+    });
+}

@@ -189,6 +189,10 @@ async fn idle_connections_to_the_cluster_port_do_not_stop_the_cluster() {
         after, terms,
         "an election happened under the idle connections"
     );
+    for n in &nodes {
+        assert!(n.metric("chorus_cluster_connections_refused_pending_total") > 0);
+        assert!(n.metric("chorus_cluster_handshakes_failed_total") > 0);
+    }
 }
 
 /// A CA, and a certificate it signs for 127.0.0.1 (both as server and client), as

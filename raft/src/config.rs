@@ -25,6 +25,10 @@ pub struct RaftConfig {
     pub election_max_ms: u64,
     /// Cluster name and secret every cluster connection must prove.
     pub identity: ClusterIdentity,
+    /// Inbound connections from one address that may be in their handshake at once.
+    pub max_pending_per_address: usize,
+    /// Time a new inbound connection has to finish TLS and prove the secret.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for RaftConfig {
@@ -40,6 +44,8 @@ impl Default for RaftConfig {
             election_min_ms: 1000,
             election_max_ms: 2000,
             identity: ClusterIdentity::default(),
+            max_pending_per_address: MAX_PENDING_PER_ADDRESS,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }

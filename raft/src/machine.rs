@@ -85,6 +85,9 @@ pub trait StateStore {
         value: &[u8],
     ) -> Result<(), Self::Error>;
     fn remove_queue_item(&mut self, user: &str, queue: &str, seq: u64) -> Result<(), Self::Error>;
+    /// The size of one item, if it is held.
+    fn queue_item_len(&self, user: &str, queue: &str, seq: u64)
+        -> Result<Option<u64>, Self::Error>;
 }
 
 /// The bookkeeping of one (user, queue), kept apart from the items so that a push checks
@@ -97,6 +100,8 @@ pub struct QueueMeta {
     /// Items held now. Removal only ever takes a prefix, so they are exactly the seqs
     /// `last_seq - len + 1 ..= last_seq`.
     pub len: u64,
+    /// Bytes of the items held now (what `QueuePushBounded` bounds).
+    pub bytes: u64,
 }
 
 impl QueueMeta {
@@ -196,6 +201,7 @@ fn queue_push<S: StateStore>(
     queue: &str,
     value: &[u8],
     limit: u64,
+    max_bytes: u64,
 ) -> Result<CommandResult, S::Error> {
     if let Some(reason) = invalid_queue(user, queue) {
         return Ok(CommandResult::Invalid { reason });
@@ -204,7 +210,8 @@ fn queue_push<S: StateStore>(
         return Ok(CommandResult::NoSuchUser);
     }
     let meta = state.queue_meta(user, queue)?.unwrap_or_default();
-    if meta.len >= limit {
+    let bytes = meta.bytes.saturating_add(value.len() as u64);
+    if meta.len >= limit || bytes > max_bytes {
         return Ok(CommandResult::QueueFull { len: meta.len });
     }
     let Some(seq) = meta.last_seq.checked_add(1) else {
@@ -219,6 +226,7 @@ fn queue_push<S: StateStore>(
         &QueueMeta {
             last_seq: seq,
             len: meta.len + 1,
+            bytes,
         },
     )?;
     events.push(StateEvent::Queued {
@@ -247,7 +255,9 @@ fn queue_remove<S: StateStore>(
     // The items are a contiguous run of seqs, so the ones to remove are found without
     // reading the items.
     let mut count = 0;
+    let mut bytes = 0u64;
     for seq in meta.seqs().take_while(|s| *s <= through_seq) {
+        bytes = bytes.saturating_add(state.queue_item_len(user, queue, seq)?.unwrap_or(0));
         state.remove_queue_item(user, queue, seq)?;
         count += 1;
     }
@@ -258,6 +268,7 @@ fn queue_remove<S: StateStore>(
             &QueueMeta {
                 last_seq: meta.last_seq,
                 len: meta.len - count,
+                bytes: meta.bytes.saturating_sub(bytes),
             },
         )?;
     }
@@ -435,7 +446,14 @@ pub fn apply<S: StateStore>(
             queue,
             value,
             limit,
-        } => queue_push(state, &mut events, user, queue, value, *limit)?,
+        } => queue_push(state, &mut events, user, queue, value, *limit, u64::MAX)?,
+        Command::QueuePushBounded {
+            user,
+            queue,
+            value,
+            limit,
+            max_bytes,
+        } => queue_push(state, &mut events, user, queue, value, *limit, *max_bytes)?,
         Command::QueueRemove {
             user,
             queue,
@@ -678,5 +696,11 @@ impl StateStore for MemState {
         self.queue_items
             .remove(&(user.to_owned(), queue.to_owned(), seq));
         Ok(())
+    }
+    fn queue_item_len(&self, user: &str, queue: &str, seq: u64) -> Result<Option<u64>, Infallible> {
+        Ok(self
+            .queue_items
+            .get(&(user.to_owned(), queue.to_owned(), seq))
+            .map(|v| v.len() as u64))
     }
 }

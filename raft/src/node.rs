@@ -60,6 +60,13 @@ pub struct RaftStatus {
     pub entries_proposed: u64,
     /// Commands carried by those entries.
     pub commands_proposed: u64,
+    /// Inbound cluster connections closed at once: too many in their handshake from
+    /// one address, or no slot left at all.
+    pub refused_pending: u64,
+    pub refused_full: u64,
+    /// Inbound cluster connections that did not finish TLS and the proof of the secret
+    /// (timed out, refused, or broken off).
+    pub failed_handshakes: u64,
 }
 
 /// One member of the effective membership.
@@ -82,6 +89,7 @@ pub struct RaftNode {
     events: broadcast::Sender<StateEvent>,
     proposals: mpsc::Sender<Proposal>,
     stats: Arc<ProposerStats>,
+    net_stats: Arc<server::NetStats>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shut_down: AtomicBool,
@@ -121,12 +129,16 @@ impl RaftNode {
         let hooks = Arc::new(AppHooks::default());
         let identity = Arc::new(cfg.identity.clone());
         let last_append = Arc::new(Mutex::new(None));
+        let net_stats = Arc::new(server::NetStats::default());
         let ctx = Arc::new(server::ServerCtx {
             node_id,
             last_append: last_append.clone(),
             identity: cfg.identity.clone(),
             raft: raft.clone(),
             hooks: hooks.clone(),
+            max_pending_per_address: cfg.max_pending_per_address.max(1),
+            handshake_timeout: cfg.handshake_timeout,
+            stats: net_stats.clone(),
         });
         tasks.push(tokio::spawn(server::serve(
             listener,
@@ -159,6 +171,7 @@ impl RaftNode {
             events,
             proposals,
             stats,
+            net_stats,
             shutdown_tx,
             tasks: Mutex::new(tasks),
             shut_down: AtomicBool::new(false),
@@ -366,6 +379,9 @@ impl RaftNode {
             learners: membership.learner_ids().collect(),
             entries_proposed: self.stats.entries.load(Ordering::Relaxed),
             commands_proposed: self.stats.commands.load(Ordering::Relaxed),
+            refused_pending: self.net_stats.refused_pending.load(Ordering::Relaxed),
+            refused_full: self.net_stats.refused_full.load(Ordering::Relaxed),
+            failed_handshakes: self.net_stats.failed_handshakes.load(Ordering::Relaxed),
         }
     }
 

@@ -144,6 +144,15 @@ pub enum Command {
         record: UserRecord,
         keep_session: Option<String>,
     },
+    /// `QueuePush`, refused (`QueueFull`) also when the queue's items would pass
+    /// `max_bytes` in all.
+    QueuePushBounded {
+        user: String,
+        queue: String,
+        value: Vec<u8>,
+        limit: u64,
+        max_bytes: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,6 +200,47 @@ fn change_password_replaces_the_keys_and_tells_who_to_keep() {
 }
 
 #[test]
+fn a_bounded_push_counts_the_bytes_held_and_a_removal_gives_them_back() {
+    let mut s = MemState::default();
+    run(&mut s, create_user("al@x"));
+    let push = |value: &[u8]| Command::QueuePushBounded {
+        user: "al@x".into(),
+        queue: "q".into(),
+        value: value.to_vec(),
+        limit: 100,
+        max_bytes: 10,
+    };
+    assert_eq!(
+        run(&mut s, push(b"1234")).0,
+        CommandResult::Queued { seq: 1 }
+    );
+    assert_eq!(
+        run(&mut s, push(b"56789")).0,
+        CommandResult::Queued { seq: 2 }
+    );
+    // 4 + 5 held: 2 more bytes would pass 10.
+    assert_eq!(
+        run(&mut s, push(b"ab")).0,
+        CommandResult::QueueFull { len: 2 }
+    );
+    assert_eq!(run(&mut s, push(b"a")).0, CommandResult::Queued { seq: 3 });
+    let meta = |s: &MemState| *s.queue_metas.get(&("al@x".into(), "q".into())).unwrap();
+    assert_eq!(meta(&s).bytes, 10);
+    assert_eq!(
+        run(&mut s, remove("al@x", "q", 1)).0,
+        CommandResult::QueueRemoved { count: 1 }
+    );
+    assert_eq!(meta(&s).bytes, 6);
+    assert_eq!(
+        run(&mut s, push(b"abcd")).0,
+        CommandResult::Queued { seq: 4 }
+    );
+    // A plain push counts its bytes too, and is bounded by count alone.
+    run(&mut s, common::push("al@x", "q", b"0123456789", 100));
+    assert_eq!(meta(&s).bytes, 20);
+}
+
+#[test]
 fn drop_node_routes_removes_only_that_nodes_routes() {
     let mut s = MemState::default();
     run(&mut s, bind("a@x/1", 1, "s1"));
@@ -725,7 +766,8 @@ fn queue_remove_takes_items_through_the_seq_and_seqs_are_never_reused() {
         s.queue_metas.get(&("al@x".into(), "q".into())),
         Some(&QueueMeta {
             last_seq: 5,
-            len: 0
+            len: 0,
+            bytes: 0
         })
     );
     // The emptied queue goes on from 6, not 1.

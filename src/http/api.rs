@@ -240,6 +240,9 @@ async fn show_user(
         "roster_items": roster.items.len(),
         "pending_subscription_requests": roster.pending_in.len(),
         "offline_messages": replica.queue_len(&user, crate::im::offline::QUEUE),
+        "offline_bytes": replica
+            .queue_meta(&user, crate::im::offline::QUEUE)
+            .map_or(0, |m| m.bytes),
         "resources": online,
         "routes": routes,
     })))

@@ -198,6 +198,21 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
         "commands proposed by this node (several share an entry)",
         ConstCounter::new(raft.commands_proposed),
     );
+    registry.register(
+        "cluster_connections_refused_pending",
+        "inbound cluster connections closed at once: cluster.max_pending_per_address reached",
+        ConstCounter::new(raft.refused_pending),
+    );
+    registry.register(
+        "cluster_connections_refused_full",
+        "inbound cluster connections closed at once: every slot taken",
+        ConstCounter::new(raft.refused_full),
+    );
+    registry.register(
+        "cluster_handshakes_failed",
+        "inbound cluster connections that did not finish TLS and the proof of the secret within cluster.handshake_timeout_ms",
+        ConstCounter::new(raft.failed_handshakes),
+    );
 
     let cluster = &state.cluster;
     let links = &cluster.links.stats;

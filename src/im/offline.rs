@@ -42,6 +42,7 @@ pub fn spawn_writer(
     router: Recipient<RouteStanza>,
     domain: String,
     limit: u64,
+    max_bytes: u64,
 ) -> mpsc::Sender<ForLater> {
     let (tx, mut rx) = mpsc::channel::<ForLater>(WRITER_QUEUE);
     tokio::spawn(async move {
@@ -50,11 +51,12 @@ pub fn spawn_writer(
                 bounce(&router, &stanza, StanzaErrorKind::ServiceUnavailable);
                 continue;
             }
-            let cmd = Command::QueuePush {
+            let cmd = Command::QueuePushBounded {
                 user: user.clone(),
                 queue: QUEUE.to_string(),
                 value: stamped(&stanza, &domain).to_xml().into_bytes(),
                 limit,
+                max_bytes,
             };
             let pending = match raft.enqueue(cmd).await {
                 Ok(pending) => pending,
@@ -133,6 +135,10 @@ pub async fn deliver(
     to: &str,
     session: &Recipient<DeliverBatch>,
 ) -> u64 {
+    // A delivery waits for the one before it to have removed what it wrote: a client
+    // that read its messages and logged in again at once must not get them twice.
+    let lock = super::account_lock("offline", user);
+    let _turn = lock.lock().await;
     let mut after = 0u64;
     let mut delivered = 0u64;
     loop {

@@ -183,24 +183,6 @@ pub struct Updated {
 /// returns the new one, or `None` for no change. The write is a compare-and-set
 /// on the roster version, retried from a fresh read when another write won, so
 /// concurrent subscription changes (from any node) never overwrite each other.
-/// Changes to one account's roster made on this node go one at a time: they
-/// would all compete for the same version, and losers would re-read and retry.
-/// Changes from other nodes still meet at the compare-and-set.
-fn user_lock(user: &str) -> Arc<tokio::sync::Mutex<()>> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    // Forget locks nobody holds or waits for, so the map stays as small as the set of busy rosters.
-    if locks.len() > 1024 {
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-    }
-    locks.entry(user.to_string()).or_default().clone()
-}
-
 pub async fn update<F>(
     raft: &RaftNode,
     user: &str,
@@ -210,7 +192,9 @@ pub async fn update<F>(
 where
     F: FnMut(&Entry) -> Option<Entry>,
 {
-    let lock = user_lock(user);
+    // One roster change of an account at a time here: they would all compete for the
+    // same version, and losers would re-read and retry.
+    let lock = super::account_lock("roster", user);
     let _turn = lock.lock().await;
     for _ in 0..64 {
         let state = raft.state();

@@ -56,6 +56,10 @@ pub async fn serve(settings: Settings) -> Result<()> {
                 &secret,
                 cluster_tls(&settings)?,
             ),
+            max_pending_per_address: settings.cluster.max_pending_per_address as usize,
+            handshake_timeout: std::time::Duration::from_millis(
+                settings.cluster.handshake_timeout_ms,
+            ),
         },
         StartMode::Join,
     )

@@ -342,6 +342,7 @@ impl Router {
                 ctx.address().recipient(),
                 self.domain.clone(),
                 self.offline_limit,
+                self.cluster.settings.limits.offline_bytes,
             ));
         }
         self.offline.clone().expect("just made")

@@ -20,8 +20,7 @@ use super::messages::{
 use super::tls::ClusterStream;
 use crate::codec;
 use crate::config::{
-    HANDSHAKE_TIMEOUT, IDLE_CONNECTION_TIMEOUT, MAX_FRAME_BYTES, MAX_HELLO_BYTES,
-    MAX_INBOUND_CONNECTIONS, MAX_PENDING_PER_ADDRESS,
+    IDLE_CONNECTION_TIMEOUT, MAX_FRAME_BYTES, MAX_HELLO_BYTES, MAX_INBOUND_CONNECTIONS,
 };
 use crate::types::{NodeId, TypeConfig, PROTOCOL_VERSION};
 
@@ -53,6 +52,17 @@ pub(crate) struct ServerCtx {
     pub identity: ClusterIdentity,
     pub raft: Raft<TypeConfig>,
     pub hooks: Arc<AppHooks>,
+    pub max_pending_per_address: usize,
+    pub handshake_timeout: std::time::Duration,
+    pub stats: Arc<NetStats>,
+}
+
+/// What the listener refused, for the application's metrics.
+#[derive(Default)]
+pub struct NetStats {
+    pub refused_pending: std::sync::atomic::AtomicU64,
+    pub refused_full: std::sync::atomic::AtomicU64,
+    pub failed_handshakes: std::sync::atomic::AtomicU64,
 }
 
 /// The verdict on a hello before its sender proved anything: only what says nothing
@@ -110,10 +120,10 @@ struct PendingSlot {
 }
 
 impl Pending {
-    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<PendingSlot> {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PendingSlot> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);
-        if *n >= MAX_PENDING_PER_ADDRESS {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -151,12 +161,15 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Some(waiting) = pending.enter(peer.ip()) else {
-                        tracing::debug!(node = node_id, %peer, limit = MAX_PENDING_PER_ADDRESS,
+                    let limit = ctx.max_pending_per_address;
+                    let Some(waiting) = pending.enter(peer.ip(), limit) else {
+                        ctx.stats.refused_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(node = node_id, %peer, limit,
                             "too many unproven cluster connections from one address; closing a new one");
                         continue;
                     };
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        ctx.stats.refused_full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(node = node_id, %peer, limit = MAX_INBOUND_CONNECTIONS,
                             "too many cluster connections; closing a new one");
                         continue;
@@ -277,12 +290,31 @@ async fn serve_connection(
         let hello = handshake(&mut stream, peer, &ctx).await?;
         Ok::<_, io::Error>((stream, hello))
     };
-    let (mut stream, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, unproven)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no proof of the secret in time"))??;
+    let outcome = tokio::time::timeout(ctx.handshake_timeout, unproven).await;
     drop(waiting);
-    let Some(hello) = hello else {
-        return Ok(());
+    let (mut stream, hello) = match outcome {
+        Ok(Ok((stream, Some(hello)))) => (stream, hello),
+        Ok(Ok((_, None))) => {
+            ctx.stats
+                .failed_handshakes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        Ok(Err(e)) => {
+            ctx.stats
+                .failed_handshakes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(e);
+        }
+        Err(_) => {
+            ctx.stats
+                .failed_handshakes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no proof of the secret in time",
+            ));
+        }
     };
     tracing::debug!(node = node_id, from = hello.from, %peer, channel = ?hello.channel,
         "cluster connection accepted");

@@ -315,6 +315,11 @@ impl StateStore for Overlay<'_> {
         self.delete(Cf::Queue, keys::queue_item_key(user, queue, seq));
         Ok(())
     }
+    fn queue_item_len(&self, user: &str, queue: &str, seq: u64) -> Result<Option<u64>, DbError> {
+        Ok(self
+            .get(Cf::Queue, &keys::queue_item_key(user, queue, seq))?
+            .map(|v| v.len() as u64))
+    }
 }
 
 type ApplyOutput = (Vec<Response>, Vec<StateEvent>);

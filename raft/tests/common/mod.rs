@@ -33,6 +33,7 @@ pub fn test_config(data_dir: &Path, node_id: NodeId) -> RaftConfig {
         election_min_ms: 500,
         election_max_ms: 1000,
         identity: identity(),
+        ..RaftConfig::default()
     }
 }
 
