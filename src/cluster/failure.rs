@@ -60,6 +60,9 @@ pub async fn run(cluster: Arc<Cluster>) {
         was_member |= member;
 
         let leader = status.current_leader == Some(me);
+        if was_leader && !leader {
+            cluster.stepped_down();
+        }
         if leader && !was_leader {
             // Just elected by a majority: in contact. Everyone gets a full timeout before
             // being judged.

@@ -277,6 +277,15 @@ impl Cluster {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
     }
 
+    /// A leader that steps down (a higher term came, say from a follower that was
+    /// paused) was in contact with the majority until its quorum last answered: it
+    /// counts from there, not from when it last followed someone, so that it does not
+    /// judge itself cut off in the middle of a healthy election.
+    pub(crate) fn stepped_down(&self) {
+        self.last_leader_contact
+            .fetch_max(self.last_quorum.load(Ordering::Acquire), Ordering::AcqRel);
+    }
+
     pub(crate) fn note_leader_contact(&self) {
         self.last_leader_contact
             .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
