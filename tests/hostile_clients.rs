@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{connect_from, Client, TestNode};
+use common::{connect_from, connect_tiny_buffer, Client, TestNode};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const UNSHAPED: &[&str] = &[
     "--set",
@@ -19,16 +18,6 @@ const UNSHAPED: &[&str] = &[
     "--set",
     "rate.session_stanzas_per_second=0",
 ];
-
-/// A connection from `source` whose receive buffer is as small as the kernel allows.
-async fn tiny_buffer_connection(source: &str, port: u16) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    socket
-        .bind(format!("{source}:0").parse::<SocketAddr>().unwrap())
-        .unwrap();
-    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
-}
 
 /// Poll `cond` until it holds; `what` says what never happened.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
@@ -76,7 +65,7 @@ async fn a_client_that_never_reads_is_closed_and_freed_when_its_queue_overflows(
     let fds_before = node.fd_count();
     let rss_before = node.rss_kib();
 
-    let tcp = tiny_buffer_connection("127.0.0.1", node.c2s).await;
+    let tcp = connect_tiny_buffer("127.0.0.1", node.c2s).await;
     let mut victim = Client::login_over(&node, tcp, "victim", "pw", "v").await;
     victim.sync("bound").await;
     // From here on the victim reads nothing.
@@ -126,7 +115,7 @@ async fn a_client_whose_writes_stall_is_closed_after_the_write_timeout() {
     let mut sender = Client::login(&node, "sender", "pw", "s").await;
     sender.sync("warm").await;
     let fds_before = node.fd_count();
-    let tcp = tiny_buffer_connection("127.0.0.1", node.c2s).await;
+    let tcp = connect_tiny_buffer("127.0.0.1", node.c2s).await;
     let mut victim = Client::login_over(&node, tcp, "victim", "pw", "v").await;
     victim.sync("bound").await;
     // About 24 MiB: more than the kernel's send and receive buffers hold.
@@ -160,7 +149,7 @@ async fn a_connection_that_stops_reading_before_auth_is_freed_at_the_auth_timeou
         ],
     );
     let fds_before = node.fd_count();
-    let mut tcp = tiny_buffer_connection("127.0.0.1", node.c2s).await;
+    let mut tcp = connect_tiny_buffer("127.0.0.1", node.c2s).await;
     tcp.write_all(
         b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
           xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",

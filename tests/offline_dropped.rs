@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Client, TestNode};
-use tokio::net::TcpSocket;
 
 fn offline_count(node: &TestNode, user: &str) -> u64 {
     node.api_get(&format!("/api/v1/users/{user}"))["offline_messages"]
@@ -40,15 +38,7 @@ async fn messages_not_yet_written_stay_stored_when_the_connection_drops() {
 
     // Bob logs in on a socket that takes almost nothing, sends his initial
     // presence (which starts delivery), and is gone before reading any of it.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    socket
-        .bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())
-        .unwrap();
-    let tcp = socket
-        .connect(([127, 0, 0, 1], node.c2s).into())
-        .await
-        .unwrap();
+    let tcp = common::connect_tiny_buffer("127.0.0.1", node.c2s).await;
     let bob = Client::login_over(&node, tcp, "bob", "pw", "flaky").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(bob);

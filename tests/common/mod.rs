@@ -276,6 +276,15 @@ pub async fn connect_from(source: &str, port: u16) -> TcpStream {
     socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
 }
 
+/// `connect_from`, with a receive buffer as small as the kernel allows: a client that
+/// stops reading fills it at once.
+pub async fn connect_tiny_buffer(source: &str, port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
