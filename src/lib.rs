@@ -1,5 +1,6 @@
 //! Chorus: a clustered XMPP server on Raft. See docs/architecture.md for the
 //! map of the code; dependencies point one way, from `cli` down to `xmpp`.
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod c2s;

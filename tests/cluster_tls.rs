@@ -37,11 +37,10 @@ impl Capture {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut seen = Vec::new();
-            let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 65536];
+            let mut buf = vec![0u8; 65536];
             while !flag.load(Ordering::Relaxed) {
-                if let Ok(n) = socket.recv(&mut buf) {
-                    // SAFETY: recv initialised the first n bytes.
-                    seen.extend(buf[..n].iter().map(|b| unsafe { b.assume_init() }));
+                if let Ok(n) = std::io::Read::read(&mut &socket, &mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
                 }
             }
             seen

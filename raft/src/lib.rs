@@ -5,6 +5,7 @@
 //! JIDs are opaque strings, except that a full JID is its bare JID, '/', and a resource.
 //!
 //! See docs/raft.md for the storage layout, formats and durability rules.
+#![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod config;

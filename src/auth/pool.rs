@@ -115,11 +115,7 @@ pub async fn hash_password(
 /// Nice 10 for the calling thread only (Linux applies `setpriority` with a
 /// thread id to that thread): hashing yields to Raft and the sessions.
 fn lower_priority() {
-    // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 #[cfg(test)]

@@ -204,26 +204,20 @@ pub fn effective_max_connections(configured: u64) -> u64 {
 
 /// The soft RLIMIT_NOFILE after raising it to the hard limit, if it can be read.
 fn raise_file_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let unlimited = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    if unlimited(lim.current) < unlimited(lim.maximum) {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return Some(unlimited(lim.maximum));
         }
     }
-    Some(lim.rlim_cur)
+    Some(unlimited(lim.current))
 }
 
 #[cfg(test)]

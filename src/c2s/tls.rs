@@ -5,11 +5,11 @@
 //! clients that pinned it on first use still trust the node after a restart.
 
 use std::fs;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -71,11 +71,11 @@ fn make_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let file = fs::File::open(path)
-        .with_context(|| format!("opening TLS certificate {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+    let pem =
+        fs::read(path).with_context(|| format!("opening TLS certificate {}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading TLS certificate {}", path.display()))?;
+        .map_err(|e| anyhow!("reading TLS certificate {}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(anyhow!("no certificate in {}", path.display()));
     }
@@ -83,11 +83,11 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    let file =
-        fs::File::open(path).with_context(|| format!("opening TLS key {}", path.display()))?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .with_context(|| format!("reading TLS key {}", path.display()))?
-        .ok_or_else(|| anyhow!("no private key in {}", path.display()))
+    let pem = fs::read(path).with_context(|| format!("opening TLS key {}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => anyhow!("no private key in {}", path.display()),
+        e => anyhow!("reading TLS key {}: {e}", path.display()),
+    })
 }
 
 /// RFC 9266 tls-exporter channel binding; only defined for TLS 1.3 (without

@@ -25,10 +25,7 @@ pub const JOIN_FILE: &str = "join.request";
 /// among them, which it creates itself) is 0600 and every directory 0700.
 /// The dir holds SCRAM keys, the admin token and the cluster secret.
 pub fn private_data_dir(data_dir: &Path) -> Result<()> {
-    // SAFETY: umask only sets the process's file mode mask.
-    unsafe {
-        libc::umask(0o077);
-    }
+    rustix::process::umask(rustix::fs::Mode::RWXG | rustix::fs::Mode::RWXO);
     fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     tighten(data_dir).with_context(|| {

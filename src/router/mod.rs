@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chorus_raft::{RaftNode, StateEvent, StateReader};
 
-use crate::cluster::link::LinkEvent;
+use crate::cluster::link::{LinkEvent, Outgoing};
 use crate::cluster::protocol::{PeerMessage, UserMessage};
 use crate::cluster::Cluster;
 use crate::user::{self, UserActor};
@@ -255,10 +255,13 @@ impl Router {
 
     /// Sends a stanza to another node's router; false when the link cannot take it now.
     fn forward(&self, node: u64, stanza: &Element) -> bool {
-        let msg = PeerMessage::Route {
-            xml: stanza.to_xml(),
+        let msg = Outgoing {
+            msg: PeerMessage::Route {
+                xml: stanza.to_xml(),
+            },
+            available_presence_of: stanza::available_presence_from(stanza).map(str::to_string),
         };
-        let sent = self.cluster.links.send(node, msg);
+        let sent = self.cluster.links.send_outgoing(node, msg);
         tracing::trace!(node, ?sent, "stanza forwarded");
         sent.is_ok()
     }

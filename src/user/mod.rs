@@ -13,6 +13,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chorus_raft::RaftNode;
 
+use crate::cluster::link::Outgoing;
 use crate::cluster::protocol::{PeerMessage, ResourceState};
 use crate::cluster::Cluster;
 use crate::im::delivery::{self, ResourceView, Verdict};
@@ -25,7 +26,7 @@ use crate::xep::carbons;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
 use crate::xmpp::ns;
-use crate::xmpp::stanza::StanzaKind;
+use crate::xmpp::stanza::{self, StanzaKind};
 
 struct Resource {
     handle: SessionHandle,
@@ -116,7 +117,11 @@ impl UserActor {
             xml: stanza.to_xml(),
             alone,
         };
-        let sent = self.cluster.links.send(r.node, msg).is_ok();
+        let msg = Outgoing {
+            msg,
+            available_presence_of: stanza::available_presence_from(stanza).map(str::to_string),
+        };
+        let sent = self.cluster.links.send_outgoing(r.node, msg).is_ok();
         if !sent {
             tracing::debug!(to = %r.full_jid, "peer link down; stanza for a remote resource not sent");
         }

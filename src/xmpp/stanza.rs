@@ -59,6 +59,15 @@ pub fn check_iq(iq: &Element) -> Result<(), &'static str> {
     }
 }
 
+/// The sender of an available presence (no `type`): its stream's state, which must not
+/// reach anyone after that stream ended.
+pub fn available_presence_from(stanza: &Element) -> Option<&str> {
+    if stanza.name() != "presence" || stanza.attr("type").is_some() {
+        return None;
+    }
+    stanza.attr("from")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

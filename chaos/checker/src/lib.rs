@@ -15,6 +15,7 @@
 //! Architecture invariant: this crate knows nothing of the cluster, the harness
 //! or the network; it is a pure function of the history text (and a clock for
 //! the time limit).
+#![forbid(unsafe_code)]
 
 pub mod availability;
 pub mod history;

@@ -3,6 +3,7 @@
 //! Runs every checker on a chaos run's history, writes `results.json` (pretty
 //! JSON) and prints a one-line summary. Exit code: 0 valid, 1 invalid,
 //! 2 unknown, 3 when the history cannot be read or the results cannot be written.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

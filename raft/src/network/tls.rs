@@ -24,6 +24,7 @@ use tokio_rustls::rustls::client::danger::{
 use tokio_rustls::rustls::crypto::{
     verify_tls12_signature, verify_tls13_signature, CryptoProvider,
 };
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
@@ -86,17 +87,18 @@ impl ClusterTls {
     /// Operator certificates: this node's chain and key (PEM), and the CA (PEM) that
     /// every peer's certificate must chain to, in both directions.
     pub fn with_ca(chain_pem: &[u8], key_pem: &[u8], ca_pem: &[u8]) -> Result<ClusterTls, String> {
-        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &chain_pem[..])
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
             .collect::<Result<_, _>>()
             .map_err(tls_error)?;
         if chain.is_empty() {
             return Err(tls_error("no certificate in cluster.tls.cert"));
         }
-        let key = rustls_pemfile::private_key(&mut &key_pem[..])
-            .map_err(tls_error)?
-            .ok_or_else(|| tls_error("no private key in cluster.tls.key"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => tls_error("no private key in cluster.tls.key"),
+            e => tls_error(e),
+        })?;
         let mut roots = rustls::RootCertStore::empty();
-        for ca in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        for ca in CertificateDer::pem_slice_iter(ca_pem) {
             roots.add(ca.map_err(tls_error)?).map_err(tls_error)?;
         }
         if roots.is_empty() {

@@ -19,7 +19,9 @@
 //! (it was paused, or partitioned), drops the connection instead of delivering what it
 //! reads: by then the sender may have given those stanzas back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod state;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,6 +35,8 @@ use tokio::sync::{mpsc, Notify};
 
 use super::protocol::{decode, encode, LinkFrame, PeerMessage};
 use super::resources::Resources;
+pub use state::Outgoing;
+use state::{Hello, LinkState};
 
 /// Largest peer-link frame: a stanza is capped far below this by c2s limits.
 const MAX_LINK_FRAME: usize = 4 * 1024 * 1024;
@@ -68,7 +72,7 @@ pub enum SendError {
 }
 
 struct Peer {
-    queue: mpsc::Sender<PeerMessage>,
+    queue: mpsc::Sender<Outgoing>,
     budget: Arc<AtomicUsize>,
     /// Streams the peer dialled to us, for the side that waits.
     incoming: mpsc::Sender<ClusterStream>,
@@ -185,6 +189,12 @@ impl Links {
 
     /// Queues `msg` for `node`; refused at once when the link is down or full.
     pub fn send(&self, node: NodeId, msg: PeerMessage) -> Result<(), SendError> {
+        self.send_outgoing(node, Outgoing::new(msg))
+    }
+
+    /// `send`, with what the link must know of the message (that it is a stream's
+    /// available presence).
+    pub fn send_outgoing(&self, node: NodeId, msg: Outgoing) -> Result<(), SendError> {
         let Some(peer) = self.peer(node) else {
             self.stats.refused_down.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Down);
@@ -259,18 +269,18 @@ impl Links {
             let task = LinkTask {
                 me: self.me,
                 peer: node,
-                incarnation: self.incarnation,
                 raft: self.raft.clone(),
                 inbound: self.inbound.clone(),
                 gate: self.gate.clone(),
                 resources: self.resources.clone(),
                 up: peer.up.clone(),
                 stats: self.stats.clone(),
-                budget: peer.budget.clone(),
                 give_back: peer.give_back.clone(),
                 silence: self.failure_timeout / 2,
-                outbox: Arc::default(),
-                took: Arc::default(),
+                state: Arc::new(Mutex::new(LinkState::new(
+                    self.incarnation,
+                    peer.budget.clone(),
+                ))),
             };
             tokio::spawn(task.run(rx, incoming_rx));
             peer
@@ -285,66 +295,10 @@ impl Links {
 }
 
 struct PeerRef {
-    queue: mpsc::Sender<PeerMessage>,
+    queue: mpsc::Sender<Outgoing>,
     budget: Arc<AtomicUsize>,
     incoming: mpsc::Sender<ClusterStream>,
     up: Arc<AtomicBool>,
-}
-
-/// What this node owes one peer: numbered messages sent and not yet acknowledged, and
-/// messages accepted for a connection that ended before they were written.
-#[derive(Default)]
-struct Outbox {
-    last_seq: u64,
-    unacked: VecDeque<(u64, PeerMessage)>,
-    unsent: VecDeque<PeerMessage>,
-    /// The peer's incarnation they were sent to (0: none yet).
-    sent_to: u64,
-}
-
-impl Outbox {
-    /// The peer acknowledged everything up to `seq`.
-    fn trim(&mut self, seq: u64, budget: &AtomicUsize) {
-        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-            if let Some((_, msg)) = self.unacked.pop_front() {
-                budget.fetch_sub(msg.weight(), Ordering::AcqRel);
-            }
-        }
-    }
-
-    fn take_unacked(&mut self, budget: &AtomicUsize) -> Vec<PeerMessage> {
-        let taken: Vec<PeerMessage> = self.unacked.drain(..).map(|(_, m)| m).collect();
-        for m in &taken {
-            budget.fetch_sub(m.weight(), Ordering::AcqRel);
-        }
-        taken
-    }
-
-    fn take_all(&mut self, budget: &AtomicUsize) -> Vec<PeerMessage> {
-        let mut all = self.take_unacked(budget);
-        for m in self.unsent.drain(..) {
-            budget.fetch_sub(m.weight(), Ordering::AcqRel);
-            all.push(m);
-        }
-        all
-    }
-
-    /// Numbers a message and keeps it until acknowledged.
-    fn number(&mut self, msg: PeerMessage) -> LinkFrame {
-        self.last_seq += 1;
-        self.unacked.push_back((self.last_seq, msg.clone()));
-        LinkFrame::Numbered {
-            seq: self.last_seq,
-            msg,
-        }
-    }
-}
-
-/// The last numbered message taken from one peer, and from which of its incarnations.
-#[derive(Default, Clone, Copy)]
-struct Took {
-    from: u64,
-    seq: u64,
 }
 
 /// How a connection ended.
@@ -360,26 +314,23 @@ enum Served {
 struct LinkTask {
     me: NodeId,
     peer: NodeId,
-    incarnation: u64,
     raft: Arc<RaftNode>,
     inbound: Arc<OnceLock<Inbound>>,
     gate: Arc<OnceLock<Gate>>,
     resources: Arc<Resources>,
     up: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
-    budget: Arc<AtomicUsize>,
     give_back: Arc<Notify>,
     /// A connection silent for this long is stale: the sender sends something at least
     /// four times as often.
     silence: Duration,
-    outbox: Arc<Mutex<Outbox>>,
-    took: Arc<Mutex<Took>>,
+    state: Arc<Mutex<LinkState>>,
 }
 
 impl LinkTask {
     async fn run(
         self,
-        mut queue: mpsc::Receiver<PeerMessage>,
+        mut queue: mpsc::Receiver<Outgoing>,
         mut incoming: mpsc::Receiver<ClusterStream>,
     ) {
         let mut backoff = BACKOFF_MIN;
@@ -454,7 +405,7 @@ impl LinkTask {
     async fn serve(
         &self,
         stream: ClusterStream,
-        queue: &mut mpsc::Receiver<PeerMessage>,
+        queue: &mut mpsc::Receiver<Outgoing>,
         incoming: &mut mpsc::Receiver<ClusterStream>,
     ) -> Served {
         // TCP_NODELAY was set when the connection was made (chorus_raft::network).
@@ -462,26 +413,19 @@ impl LinkTask {
         let Some((theirs, greeted_at)) = self.greet(&mut read, &mut write).await else {
             return Served::Ended { greeted: false };
         };
-        {
-            let mut took = self.took.lock().unwrap_or_else(|p| p.into_inner());
-            if took.from != theirs.incarnation {
-                *took = Took {
-                    from: theirs.incarnation,
-                    seq: 0,
-                };
-            }
-        }
-        let first = self.settle_outbox(theirs);
+        let greeting = {
+            let local = self.resources.all_local();
+            let live: HashSet<String> = local.iter().map(|r| r.full_jid.clone()).collect();
+            self.lock_state().greeted(theirs, local, &live)
+        };
+        self.give_back_msgs(greeting.given_back);
+        let (first, resent) = (greeting.first, greeting.resent);
         // The reader runs before anything else is written: both ends may have more to send
         // at first than the socket buffers hold.
         let ack_due = Arc::new(Notify::new());
         let heard = Arc::new(Mutex::new(greeted_at));
         let mut reader = tokio::spawn(self.reader(read, ack_due.clone(), heard.clone()));
         let mut reader_done = false;
-        let resent = first
-            .iter()
-            .filter(|f| matches!(f, LinkFrame::Numbered { .. }))
-            .count();
         let started = {
             let write_first = async {
                 for frame in &first {
@@ -583,7 +527,7 @@ impl LinkTask {
 
     /// Gives everything back if the peer is declared down and its connection, last heard
     /// at `heard`, has been quiet for half the silence limit; whether it did.
-    fn gave_back(&self, heard: &Mutex<Instant>, queue: &mut mpsc::Receiver<PeerMessage>) -> bool {
+    fn gave_back(&self, heard: &Mutex<Instant>, queue: &mut mpsc::Receiver<Outgoing>) -> bool {
         let quiet = heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > self.silence / 2;
         let give = quiet && self.declared_down();
         if give {
@@ -599,12 +543,7 @@ impl LinkTask {
         read: &mut ReadHalf<ClusterStream>,
         write: &mut WriteHalf<ClusterStream>,
     ) -> Option<(Hello, Instant)> {
-        let took = *self.took.lock().unwrap_or_else(|p| p.into_inner());
-        let hello = LinkFrame::Hello {
-            incarnation: self.incarnation,
-            from: took.from,
-            took: took.seq,
-        };
+        let hello = self.lock_state().hello();
         write_frame(write, &encode(&hello)).await.ok()?;
         let frame = tokio::time::timeout(self.silence, read_frame(read, MAX_LINK_FRAME))
             .await
@@ -630,64 +569,17 @@ impl LinkTask {
         }
     }
 
-    /// What a new connection starts with: our resources (so the peer's view is whole
-    /// before any stanza arrives), then what the peer did not take on the last connection,
-    /// then what never left. What an earlier run of the peer never acknowledged goes back
-    /// to the router instead.
-    fn settle_outbox(&self, theirs: Hello) -> Vec<LinkFrame> {
-        let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        if out.sent_to != 0 && out.sent_to != theirs.incarnation {
-            let lost = out.take_unacked(&self.budget);
-            self.give_back_msgs(lost);
-        }
-        out.sent_to = theirs.incarnation;
-        if theirs.from == self.incarnation {
-            out.trim(theirs.took, &self.budget);
-        }
-        // Presence is state, not news: an available presence of a stream that has ended
-        // since would, sent late, make contacts see a ghost (the stream's end reached them
-        // through the routing table meanwhile).
-        let local = self.resources.all_local();
-        let live: HashSet<String> = local.iter().map(|r| r.full_jid.clone()).collect();
-        let mut first: Vec<LinkFrame> = local
-            .into_iter()
-            .map(|r| LinkFrame::Unnumbered(PeerMessage::Resource(r)))
-            .collect();
-        first.extend(
-            out.unacked
-                .iter()
-                .filter(|(_, msg)| !presence_of_ended_stream(msg, &live))
-                .map(|(seq, msg)| LinkFrame::Numbered {
-                    seq: *seq,
-                    msg: msg.clone(),
-                }),
-        );
-        let unsent: Vec<PeerMessage> = out.unsent.drain(..).collect();
-        for msg in unsent {
-            if presence_of_ended_stream(&msg, &live) {
-                self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
-            } else {
-                first.push(out.number(msg));
-            }
-        }
-        first
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn ack_frame(&self) -> LinkFrame {
-        let took = self.took.lock().unwrap_or_else(|p| p.into_inner());
-        LinkFrame::Ack { seq: took.seq }
+        self.lock_state().ack()
     }
 
     /// Numbers a stanza and keeps it until acknowledged; resource state goes as it is.
-    fn frame_for(&self, msg: PeerMessage) -> LinkFrame {
-        if !msg.numbered() {
-            self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
-            return LinkFrame::Unnumbered(msg);
-        }
-        self.outbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .number(msg)
+    fn frame_for(&self, msg: Outgoing) -> LinkFrame {
+        self.lock_state().send(msg)
     }
 
     /// Reads until the connection fails, goes stale, or this node is cut off.
@@ -703,9 +595,7 @@ impl LinkTask {
             gate: self.gate.clone(),
             resources: self.resources.clone(),
             stats: self.stats.clone(),
-            budget: self.budget.clone(),
-            outbox: self.outbox.clone(),
-            took: self.took.clone(),
+            state: self.state.clone(),
             silence: self.silence,
         };
         async move {
@@ -744,12 +634,11 @@ impl LinkTask {
                             tracing::info!(peer = ctx.peer, "cut off; dropping the peer link");
                             return;
                         }
-                        let fresh = {
-                            let mut took = ctx.took.lock().unwrap_or_else(|p| p.into_inner());
-                            let fresh = seq > took.seq;
-                            took.seq = took.seq.max(seq);
-                            fresh
-                        };
+                        let fresh = ctx
+                            .state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take(seq);
                         if fresh {
                             ctx.stats.received.fetch_add(1, Ordering::Relaxed);
                             ctx.take(msg);
@@ -761,10 +650,10 @@ impl LinkTask {
                         ctx.take(msg)
                     }
                     Ok(LinkFrame::Ack { seq }) => ctx
-                        .outbox
+                        .state
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .trim(seq, &ctx.budget),
+                        .acked(seq),
                     Ok(LinkFrame::Hello { .. }) => {
                         tracing::warn!(peer = ctx.peer, "second hello on a peer link; closing");
                         return;
@@ -780,33 +669,26 @@ impl LinkTask {
 
     /// When the peer is declared down, everything it did not acknowledge and everything
     /// not yet sent is routed anew (its routes are gone by then).
-    fn give_back_if_down(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
+    fn give_back_if_down(&self, queue: &mut mpsc::Receiver<Outgoing>) {
         if self.declared_down() {
             self.give_back_all(queue);
         }
     }
 
-    fn give_back_all(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
+    fn give_back_all(&self, queue: &mut mpsc::Receiver<Outgoing>) {
         self.keep_queued(queue);
-        let all = self
-            .outbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take_all(&self.budget);
+        let all = self.lock_state().give_back_all();
         self.give_back_msgs(all);
     }
 
     /// Stanzas queued for a connection that is gone wait for the next one; resource
     /// updates are dropped, since the next connection sends the current state anyway.
-    fn keep_queued(&self, queue: &mut mpsc::Receiver<PeerMessage>) {
-        let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+    fn keep_queued(&self, queue: &mut mpsc::Receiver<Outgoing>) {
+        let mut queued = Vec::new();
         while let Ok(msg) = queue.try_recv() {
-            if msg.numbered() {
-                out.unsent.push_back(msg);
-            } else {
-                self.budget.fetch_sub(msg.weight(), Ordering::AcqRel);
-            }
+            queued.push(msg);
         }
+        self.lock_state().disconnected(queued);
     }
 
     fn give_back_msgs(&self, msgs: Vec<PeerMessage>) {
@@ -830,13 +712,6 @@ impl LinkTask {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Hello {
-    incarnation: u64,
-    from: u64,
-    took: u64,
-}
-
 /// What the reader task of one connection needs.
 struct ReaderContext {
     peer: NodeId,
@@ -844,9 +719,7 @@ struct ReaderContext {
     gate: Arc<OnceLock<Gate>>,
     resources: Arc<Resources>,
     stats: Arc<LinkStats>,
-    budget: Arc<AtomicUsize>,
-    outbox: Arc<Mutex<Outbox>>,
-    took: Arc<Mutex<Took>>,
+    state: Arc<Mutex<LinkState>>,
     silence: Duration,
 }
 
@@ -868,20 +741,6 @@ impl ReaderContext {
             }
         }
     }
-}
-
-/// An available presence from a local stream that is no longer live.
-fn presence_of_ended_stream(msg: &PeerMessage, live: &HashSet<String>) -> bool {
-    let (PeerMessage::Route { xml } | PeerMessage::Deliver { xml, .. }) = msg else {
-        return false;
-    };
-    if !xml.starts_with("<presence") {
-        return false;
-    }
-    let Ok(stanza) = crate::xmpp::element::Element::from_xml(xml) else {
-        return false;
-    };
-    stanza.attr("type").is_none() && stanza.attr("from").is_some_and(|f| !live.contains(f))
 }
 
 fn open(gate: &OnceLock<Gate>) -> bool {
