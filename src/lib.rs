@@ -3,10 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bus;
 pub mod c2s;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod data_dir;
+pub mod features;
 pub mod http;
 pub mod im;
 pub mod node;

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use chorus::bus::{Deliver, DeliverBatch, Kick, Register, SessionHandle};
 use chorus::cluster::Cluster;
 use chorus::config::Settings;
-use chorus::router::messages::{Deliver, DeliverBatch, Kick, Register, SessionHandle};
-use chorus::router::Router;
+use chorus::node::wiring::start_delivery;
 use chorus::xmpp::error::StreamErrorKind;
 use chorus_raft::{Command, RaftConfig, RaftNode, Route, StartMode};
 use tokio::sync::mpsc;
@@ -63,7 +63,7 @@ async fn a_session_whose_route_was_replaced_before_it_registered_is_ended() {
     .unwrap();
     let raft = Arc::new(raft);
     let cluster = Cluster::new(raft.clone(), Arc::new(Settings::default()));
-    let router = Router::start_with(cluster, "localhost".into(), 100);
+    let router = start_delivery(&cluster, "localhost", 100).router;
 
     let full_jid = "ann@localhost/phone";
     for session in ["first", "second"] {

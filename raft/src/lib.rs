@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod config;
 mod error;
+mod faults;
 pub mod machine;
 pub mod network;
 mod node;
@@ -22,7 +23,7 @@ pub use config::RaftConfig;
 pub use error::RaftError;
 pub use machine::QueueMeta;
 pub use node::{Member, RaftNode, RaftStatus, StartMode};
-pub use reader::StateReader;
+pub use reader::{ReadError, StateReader};
 pub use types::{node_down_key, SYSTEM_SETTING_PREFIX};
 pub use types::{
     Command, CommandResult, Entry, LogId, NodeId, Request, Response, Route, ScramCredential,

@@ -1,12 +1,14 @@
 //! Reads of the local replica. Not linearizable by themselves: call
 //! `RaftNode::ensure_linearizable` first when a read must see every committed write.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rocksdb::{IteratorMode, DB};
 use serde::de::DeserializeOwned;
 
 use crate::codec;
+use crate::faults;
 use crate::machine::{full_jid_prefix, invalid_name, QueueMeta};
 use crate::storage::keys::{
     self, CF_DATA, CF_DATA_META, CF_NODE_ROUTES, CF_QUEUE, CF_QUEUE_META, CF_ROUTES, CF_SETTINGS,
@@ -15,24 +17,27 @@ use crate::storage::keys::{
 use crate::storage::{cf, scan_prefix};
 use crate::types::{LogId, NodeId, Route, UserRecord};
 
+/// A read of the local replica that could not be answered. Callers refuse what they
+/// were about to decide (a stanza gets `internal-server-error`) rather than read it as
+/// "absent".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading the local state failed: {0}")]
+    Storage(String),
+    #[error("a stored value in {cf} could not be decoded: {reason}")]
+    Corrupt { cf: &'static str, reason: String },
+}
+
 /// A cheap handle on the local state machine. Every read sees whole applied batches, never
-/// part of one.
+/// part of one, and says when it could not be answered: a RocksDB error or a value that
+/// does not decode is an `Err`, counted (`read_errors`), never "absent".
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
+    errors: Arc<AtomicU64>,
 }
 
-/// A corrupt value is logged and read as absent: readers have no error channel, and
-/// openraft stops the node on the same corruption when it next applies or snapshots.
-fn decode_or_log<T: DeserializeOwned>(cf_name: &str, key: &[u8], value: &[u8]) -> Option<T> {
-    match codec::decode(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::error!(cf = cf_name, key = ?String::from_utf8_lossy(key), error = %e, "undecodable state value");
-            None
-        }
-    }
-}
+type Read<T> = Result<T, ReadError>;
 
 /// Names the state machine refuses to store (empty, NUL) are never found, rather than
 /// looked up under a key they could not have been written to.
@@ -42,75 +47,136 @@ fn valid_names(names: &[&str]) -> bool {
 
 impl StateReader {
     pub(crate) fn new(db: Arc<DB>) -> Self {
-        StateReader { db }
+        StateReader {
+            db,
+            errors: Arc::default(),
+        }
     }
 
-    fn get<T: DeserializeOwned>(&self, cf_name: &str, key: &[u8]) -> Option<T> {
+    /// Reads that failed since the node started (for `/metrics`).
+    pub fn read_errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, cf_name: &str, error: ReadError) -> ReadError {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(cf = cf_name, error = %error, "state read failed");
+        error
+    }
+
+    fn storage_error(&self, cf_name: &str, e: impl std::fmt::Display) -> ReadError {
+        self.failed(cf_name, ReadError::Storage(e.to_string()))
+    }
+
+    /// The fault point tests use (debug builds only): reads of `name` fail, or of
+    /// `name:user` for that user's only.
+    fn check_fault(&self, name: &str) -> Read<()> {
+        if faults::read_fails(name) {
+            return Err(self.failed(
+                name,
+                ReadError::Storage(format!("injected read fault on {name}")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_user_fault(&self, name: &str, user: &str) -> Read<()> {
+        self.check_fault(name)?;
+        if faults::enabled() {
+            self.check_fault(&format!("{name}:{user}"))?;
+        }
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Read<T> {
+        codec::decode(value).map_err(|e| {
+            tracing::error!(cf = cf_name, key = ?String::from_utf8_lossy(key), "undecodable state value");
+            self.failed(
+                cf_name,
+                ReadError::Corrupt {
+                    cf: cf_name,
+                    reason: e.to_string(),
+                },
+            )
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, cf_name: &'static str, key: &[u8]) -> Read<Option<T>> {
         match self.db.get_cf(cf(&self.db, cf_name), key) {
-            Ok(Some(v)) => decode_or_log(cf_name, key, &v),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(cf = cf_name, error = %e, "state read failed");
-                None
-            }
+            Ok(Some(v)) => self.decode(cf_name, key, &v).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.storage_error(cf_name, e)),
         }
     }
 
-    fn scan<T: DeserializeOwned>(&self, cf_name: &str, prefix: &[u8]) -> Vec<(String, T)> {
-        match scan_prefix(&self.db, cf_name, prefix) {
-            Ok(items) => items
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let key = String::from_utf8(k.into_vec()).ok()?;
-                    let value = decode_or_log(cf_name, key.as_bytes(), &v)?;
-                    Some((key, value))
-                })
-                .collect(),
-            Err(e) => {
-                tracing::error!(cf = cf_name, error = %e, "state scan failed");
-                Vec::new()
-            }
+    fn scan<T: DeserializeOwned>(
+        &self,
+        cf_name: &'static str,
+        prefix: &[u8],
+    ) -> Read<Vec<(String, T)>> {
+        let items =
+            scan_prefix(&self.db, cf_name, prefix).map_err(|e| self.storage_error(cf_name, e))?;
+        let mut out = Vec::with_capacity(items.len());
+        for (k, v) in items {
+            let Ok(key) = String::from_utf8(k.into_vec()) else {
+                return Err(self.failed(
+                    cf_name,
+                    ReadError::Corrupt {
+                        cf: cf_name,
+                        reason: "a key that is not UTF-8".into(),
+                    },
+                ));
+            };
+            let value = self.decode(cf_name, key.as_bytes(), &v)?;
+            out.push((key, value));
         }
+        Ok(out)
     }
 
-    pub fn user(&self, user: &str) -> Option<UserRecord> {
+    pub fn user(&self, user: &str) -> Read<Option<UserRecord>> {
+        self.check_fault("users")?;
         self.get(CF_USERS, user.as_bytes())
     }
 
     /// All account names (bare JIDs), sorted.
-    pub fn users(&self) -> Vec<String> {
+    pub fn users(&self) -> Read<Vec<String>> {
+        self.check_fault("users")?;
         let mut out = Vec::new();
         for item in self
             .db
             .iterator_cf(cf(&self.db, CF_USERS), IteratorMode::Start)
         {
-            match item {
-                Ok((k, _)) => out.extend(String::from_utf8(k.into_vec()).ok()),
-                Err(e) => {
-                    tracing::error!(error = %e, "user scan failed");
-                    break;
-                }
-            }
+            let (k, _) = item.map_err(|e| self.storage_error(CF_USERS, e))?;
+            out.extend(String::from_utf8(k.into_vec()).ok());
         }
-        out
+        Ok(out)
     }
 
-    pub fn route(&self, full_jid: &str) -> Option<Route> {
+    pub fn route(&self, full_jid: &str) -> Read<Option<Route>> {
+        self.check_fault("routes")?;
         self.get(CF_ROUTES, full_jid.as_bytes())
     }
 
     /// `(full_jid, route)` for exactly that bare JID, ordered by full JID.
-    pub fn routes_of(&self, bare_jid: &str) -> Vec<(String, Route)> {
+    pub fn routes_of(&self, bare_jid: &str) -> Read<Vec<(String, Route)>> {
+        self.check_fault("routes")?;
         self.scan(CF_ROUTES, full_jid_prefix(bare_jid).as_bytes())
     }
 
     /// Every route, ordered by full JID.
-    pub fn routes(&self) -> Vec<(String, Route)> {
+    pub fn routes(&self) -> Read<Vec<(String, Route)>> {
+        self.check_fault("routes")?;
         self.scan(CF_ROUTES, b"")
     }
 
     /// `(full_jid, route)` of every route on that node, ordered by full JID.
-    pub fn routes_on_node(&self, node: NodeId) -> Vec<(String, Route)> {
+    pub fn routes_on_node(&self, node: NodeId) -> Read<Vec<(String, Route)>> {
+        self.check_fault("routes")?;
         // Index and routes are read from one RocksDB snapshot so that a batch applied in
         // between cannot leave an index entry without its route.
         let snap = self.db.snapshot();
@@ -121,71 +187,75 @@ impl StateReader {
             cf(&self.db, CF_NODE_ROUTES),
             IteratorMode::From(&prefix, rocksdb::Direction::Forward),
         ) {
-            let Ok((k, _)) = item else { break };
+            let (k, _) = item.map_err(|e| self.storage_error(CF_NODE_ROUTES, e))?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let Ok(full_jid) = String::from_utf8(k[8..].to_vec()) else {
                 continue;
             };
-            if let Ok(Some(v)) = snap.get_cf(routes_cf, full_jid.as_bytes()) {
-                if let Some(route) = decode_or_log::<Route>(CF_ROUTES, full_jid.as_bytes(), &v) {
-                    out.push((full_jid, route));
-                }
+            let value = snap
+                .get_cf(routes_cf, full_jid.as_bytes())
+                .map_err(|e| self.storage_error(CF_ROUTES, e))?;
+            if let Some(v) = value {
+                let route = self.decode::<Route>(CF_ROUTES, full_jid.as_bytes(), &v)?;
+                out.push((full_jid, route));
             }
         }
-        out
+        Ok(out)
     }
 
-    pub fn setting(&self, key: &str) -> Option<String> {
+    pub fn setting(&self, key: &str) -> Read<Option<String>> {
         self.get(CF_SETTINGS, key.as_bytes())
     }
 
     /// Every setting, ordered by key.
-    pub fn settings(&self) -> Vec<(String, String)> {
+    pub fn settings(&self) -> Read<Vec<(String, String)>> {
         self.scan(CF_SETTINGS, b"")
     }
 
-    /// The value stored under `key` in (user, kind).
-    pub fn data(&self, user: &str, kind: &str, key: &str) -> Option<Vec<u8>> {
+    /// The value stored under `key` in (user, kind): one point lookup.
+    pub fn data(&self, user: &str, kind: &str, key: &str) -> Read<Option<Vec<u8>>> {
+        self.check_user_fault(kind, user)?;
         if !valid_names(&[user, kind, key]) {
-            return None;
+            return Ok(None);
         }
-        self.raw_get(CF_DATA, &keys::data_key(user, kind, key))
+        self.db
+            .get_cf(cf(&self.db, CF_DATA), keys::data_key(user, kind, key))
+            .map_err(|e| self.storage_error(CF_DATA, e))
     }
 
     /// Every (key, value) of exactly that user and kind, sorted by key.
-    pub fn data_all(&self, user: &str, kind: &str) -> Vec<(String, Vec<u8>)> {
+    pub fn data_all(&self, user: &str, kind: &str) -> Read<Vec<(String, Vec<u8>)>> {
+        self.check_user_fault(kind, user)?;
         if !valid_names(&[user, kind]) {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let prefix = keys::pair_key(user, kind);
-        match scan_prefix(&self.db, CF_DATA, &prefix) {
-            Ok(items) => items
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let key = String::from_utf8(k[prefix.len()..].to_vec()).ok()?;
-                    Some((key, v.into_vec()))
-                })
-                .collect(),
-            Err(e) => {
-                tracing::error!(cf = CF_DATA, error = %e, "state scan failed");
-                Vec::new()
-            }
-        }
+        let items =
+            scan_prefix(&self.db, CF_DATA, &prefix).map_err(|e| self.storage_error(CF_DATA, e))?;
+        Ok(items
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = String::from_utf8(k[prefix.len()..].to_vec()).ok()?;
+                Some((key, v.into_vec()))
+            })
+            .collect())
     }
 
     /// The version of (user, kind): 0 if it was never written (or the user was deleted).
-    pub fn data_version(&self, user: &str, kind: &str) -> u64 {
+    pub fn data_version(&self, user: &str, kind: &str) -> Read<u64> {
+        self.check_user_fault(kind, user)?;
         if !valid_names(&[user, kind]) {
-            return 0;
+            return Ok(0);
         }
-        self.get(CF_DATA_META, &keys::pair_key(user, kind))
-            .unwrap_or(0)
+        Ok(self
+            .get(CF_DATA_META, &keys::pair_key(user, kind))?
+            .unwrap_or(0))
     }
 
     /// `(kind, version)` of every kind that user has written, sorted by kind.
-    pub fn data_kinds(&self, user: &str) -> Vec<(String, u64)> {
+    pub fn data_kinds(&self, user: &str) -> Read<Vec<(String, u64)>> {
         self.pairs_of::<u64>(CF_DATA_META, user)
     }
 
@@ -197,12 +267,13 @@ impl StateReader {
         queue: &str,
         after_seq: u64,
         max: usize,
-    ) -> Vec<(u64, Vec<u8>)> {
+    ) -> Read<Vec<(u64, Vec<u8>)>> {
+        self.check_fault(queue)?;
         let Some(first) = after_seq.checked_add(1) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         if max == 0 || !valid_names(&[user, queue]) {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let prefix = keys::pair_key(user, queue);
         let from = keys::queue_item_key(user, queue, first);
@@ -211,85 +282,74 @@ impl StateReader {
             cf(&self.db, CF_QUEUE),
             IteratorMode::From(&from, rocksdb::Direction::Forward),
         ) {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    tracing::error!(cf = CF_QUEUE, error = %e, "queue scan failed");
-                    break;
-                }
-            };
+            let (k, v) = item.map_err(|e| self.storage_error(CF_QUEUE, e))?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let Ok(seq) = k[prefix.len()..].try_into().map(u64::from_be_bytes) else {
-                tracing::error!(cf = CF_QUEUE, key = ?k, "malformed queue key");
-                continue;
+                return Err(self.failed(
+                    CF_QUEUE,
+                    ReadError::Corrupt {
+                        cf: CF_QUEUE,
+                        reason: "a malformed queue key".into(),
+                    },
+                ));
             };
             out.push((seq, v.into_vec()));
             if out.len() >= max {
                 break;
             }
         }
-        out
+        Ok(out)
     }
 
     /// Items held by (user, queue), from its meta record: O(1).
-    pub fn queue_len(&self, user: &str, queue: &str) -> u64 {
-        self.queue_meta(user, queue).map_or(0, |m| m.len)
+    pub fn queue_len(&self, user: &str, queue: &str) -> Read<u64> {
+        Ok(self.queue_meta(user, queue)?.map_or(0, |m| m.len))
     }
 
     /// The seq of the newest item ever pushed to (user, queue) (0 before the first), and how
     /// many items it holds.
-    pub fn queue_meta(&self, user: &str, queue: &str) -> Option<QueueMeta> {
+    pub fn queue_meta(&self, user: &str, queue: &str) -> Read<Option<QueueMeta>> {
+        self.check_fault(queue)?;
         if !valid_names(&[user, queue]) {
-            return None;
+            return Ok(None);
         }
         self.get(CF_QUEUE_META, &keys::pair_key(user, queue))
     }
 
     /// `(queue, meta)` of every queue that user has, sorted by queue name.
-    pub fn queues_of(&self, user: &str) -> Vec<(String, QueueMeta)> {
+    pub fn queues_of(&self, user: &str) -> Read<Vec<(String, QueueMeta)>> {
         self.pairs_of::<QueueMeta>(CF_QUEUE_META, user)
-    }
-
-    fn raw_get(&self, cf_name: &str, key: &[u8]) -> Option<Vec<u8>> {
-        match self.db.get_cf(cf(&self.db, cf_name), key) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(cf = cf_name, error = %e, "state read failed");
-                None
-            }
-        }
     }
 
     /// The (second name, value) of every meta key of `user` in `cf_name`, sorted by name
     /// (the key layout orders names by length first).
-    fn pairs_of<T: DeserializeOwned>(&self, cf_name: &str, user: &str) -> Vec<(String, T)> {
+    fn pairs_of<T: DeserializeOwned>(
+        &self,
+        cf_name: &'static str,
+        user: &str,
+    ) -> Read<Vec<(String, T)>> {
         if invalid_name("user", user).is_some() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let mut out: Vec<(String, T)> =
-            match scan_prefix(&self.db, cf_name, &keys::user_prefix(user)) {
-                Ok(items) => items
-                    .into_iter()
-                    .filter_map(|(k, v)| {
-                        let (_, name) = keys::parse_pair_key(&k)?;
-                        let value = decode_or_log(cf_name, &k, &v)?;
-                        Some((name, value))
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::error!(cf = cf_name, error = %e, "state scan failed");
-                    Vec::new()
-                }
+        let items = scan_prefix(&self.db, cf_name, &keys::user_prefix(user))
+            .map_err(|e| self.storage_error(cf_name, e))?;
+        let mut out = Vec::with_capacity(items.len());
+        for (k, v) in items {
+            let Some((_, name)) = keys::parse_pair_key(&k) else {
+                continue;
             };
+            out.push((name, self.decode(cf_name, &k, &v)?));
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        Ok(out)
     }
 
     /// Index of the last log entry applied to this replica.
-    pub fn last_applied(&self) -> Option<u64> {
-        self.get::<LogId>(CF_SM_META, keys::LAST_APPLIED)
-            .map(|l| l.index)
+    pub fn last_applied(&self) -> Read<Option<u64>> {
+        Ok(self
+            .get::<LogId>(CF_SM_META, keys::LAST_APPLIED)?
+            .map(|l| l.index))
     }
 }

@@ -105,8 +105,8 @@ async fn node_added_after_the_log_was_purged_catches_up_by_snapshot() {
         assert_eq!(n.status().membership, vec![1, 2, 3]);
         assert_eq!(n.status().current_leader, Some(1));
     }
-    assert!(n3.state().routes_on_node(2).is_empty());
-    assert_eq!(n3.state().users().len(), 39);
+    assert!(n3.state().routes_on_node(2).unwrap().is_empty());
+    assert_eq!(n3.state().users().unwrap().len(), 39);
 
     // A follower's proposal is forwarded to the leader and answered like a local one.
     let before = n1.status().last_applied.unwrap();
@@ -130,8 +130,8 @@ async fn node_added_after_the_log_was_purged_catches_up_by_snapshot() {
         chorus_raft::CommandResult::Done
     );
     // Read your writes: the follower's own replica holds the write when propose returns.
-    assert!(n2.state().user("from-follower@x").is_some());
-    assert!(n3.state().user("from-follower@x").is_some());
+    assert!(n2.state().user("from-follower@x").unwrap().is_some());
+    assert!(n3.state().user("from-follower@x").unwrap().is_some());
     // Linearizable reads are the leader's job too.
     n1.ensure_linearizable().await.unwrap();
     assert!(matches!(

@@ -61,7 +61,7 @@ async fn thousand_concurrent_proposals_share_few_log_entries() {
         "{commands} commands took {entries} entries"
     );
     assert_eq!(log_growth, entries, "one log entry per proposed batch");
-    assert_eq!(node.state().users().len(), 1000);
+    assert_eq!(node.state().users().unwrap().len(), 1000);
     node.shutdown().await.unwrap();
 }
 
@@ -97,7 +97,7 @@ async fn applied_changes_are_announced_after_they_are_readable() {
             new: new.clone()
         }
     );
-    assert_eq!(node.state().route("al@x/a"), Some(new.clone()));
+    assert_eq!(node.state().route("al@x/a").unwrap(), Some(new.clone()));
 
     node.propose(Command::DeleteUser {
         user: "al@x".into(),
@@ -117,7 +117,7 @@ async fn applied_changes_are_announced_after_they_are_readable() {
             user: "al@x".into()
         }
     );
-    assert!(node.state().routes_of("al@x").is_empty());
+    assert!(node.state().routes_of("al@x").unwrap().is_empty());
     node.shutdown().await.unwrap();
 }
 
@@ -214,14 +214,14 @@ async fn snapshot_purges_the_log_and_reopening_restores_identical_state() {
     assert_eq!(st.snapshot_index, Some(snap));
     assert!(st.first_log_index > 0, "log stays purged: {st:?}");
     assert_eq!(dump(&node.state()), before);
-    assert!(node.state().routes_on_node(2).is_empty());
+    assert!(node.state().routes_on_node(2).unwrap().is_empty());
 
     // A restarted node's proposals are new requests, not retries of the old ones.
     assert_eq!(
         node.propose(create_user("after@x")).await.unwrap(),
         CommandResult::Done
     );
-    assert!(node.state().user("after@x").is_some());
+    assert!(node.state().user("after@x").unwrap().is_some());
     node.shutdown().await.unwrap();
 }
 
@@ -258,7 +258,7 @@ async fn oversized_command_is_refused_before_it_is_proposed() {
         Err(chorus_raft::RaftError::CommandTooLarge { .. })
     ));
     assert_eq!(node.status().commands_proposed, before);
-    assert_eq!(node.state().setting("k"), None);
+    assert_eq!(node.state().setting("k").unwrap(), None);
     node.shutdown().await.unwrap();
 }
 
@@ -299,9 +299,9 @@ async fn data_and_queue_changes_are_announced_after_they_are_readable() {
             version: 2
         }
     );
-    assert_eq!(node.state().data_version("al@x", "vcard"), 2);
+    assert_eq!(node.state().data_version("al@x", "vcard").unwrap(), 2);
     assert_eq!(
-        node.state().data("al@x", "vcard", "v"),
+        node.state().data("al@x", "vcard", "v").unwrap(),
         Some(b"<vCard/>".to_vec())
     );
 
@@ -326,7 +326,7 @@ async fn data_and_queue_changes_are_announced_after_they_are_readable() {
         }
     );
     assert_eq!(
-        node.state().queue("al@x", "offline", 0, 10),
+        node.state().queue("al@x", "offline", 0, 10).unwrap(),
         vec![(1, b"m".to_vec())]
     );
     assert!(events.try_recv().is_err(), "nothing else was announced");
@@ -379,7 +379,10 @@ async fn ten_thousand_queued_items_page_back_in_order_and_remove_in_chunks() {
     );
 
     let state = node.state();
-    assert_eq!(state.queue_len("al@x", "offline"), u64::from(ITEMS));
+    assert_eq!(
+        state.queue_len("al@x", "offline").unwrap(),
+        u64::from(ITEMS)
+    );
     // A full queue refuses one more.
     assert_eq!(
         node.propose(push("al@x", "offline", b"x", u64::from(ITEMS)))
@@ -393,7 +396,7 @@ async fn ten_thousand_queued_items_page_back_in_order_and_remove_in_chunks() {
     let mut read = Vec::new();
     let mut after = 0;
     loop {
-        let page = state.queue("al@x", "offline", after, PAGE);
+        let page = state.queue("al@x", "offline", after, PAGE).unwrap();
         if page.is_empty() {
             break;
         }
@@ -428,10 +431,10 @@ async fn ten_thousand_queued_items_page_back_in_order_and_remove_in_chunks() {
         );
         removed = through;
         assert_eq!(
-            state.queue_len("al@x", "offline"),
+            state.queue_len("al@x", "offline").unwrap(),
             u64::from(ITEMS) - removed
         );
-        let next = state.queue("al@x", "offline", 0, 1);
+        let next = state.queue("al@x", "offline", 0, 1).unwrap();
         if removed < u64::from(ITEMS) {
             assert_eq!(next[0].0, removed + 1, "oldest remaining item");
         } else {

@@ -95,10 +95,10 @@ async fn committed_commands_survive_sigkill() {
         "restart from a snapshot: {st:?}"
     );
     assert!(st.first_log_index > 0, "log was purged: {st:?}");
-    let users = node.state().users();
+    let users = node.state().users().unwrap();
     for i in 0..=last {
         assert!(
-            node.state().user(&format!("u{i:06}@x")).is_some(),
+            node.state().user(&format!("u{i:06}@x")).unwrap().is_some(),
             "committed user {i} lost after SIGKILL (have {} users)",
             users.len()
         );

@@ -79,25 +79,29 @@ fn drain(rx: &mut broadcast::Receiver<StateEvent>) -> Vec<StateEvent> {
 
 fn assert_same_state(reader: &StateReader, model: &MemState) {
     assert_eq!(
-        reader.users(),
+        reader.users().unwrap(),
         model.users.keys().cloned().collect::<Vec<_>>()
     );
     for (u, r) in &model.users {
-        assert_eq!(reader.user(u).as_ref(), Some(r));
+        assert_eq!(reader.user(u).unwrap().as_ref(), Some(r));
     }
     let routes: Vec<(String, Route)> = model
         .routes
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    assert_eq!(reader.routes(), routes);
+    assert_eq!(reader.routes().unwrap(), routes);
     for node in 0..4 {
         let want: Vec<_> = routes
             .iter()
             .filter(|(_, r)| r.node == node)
             .cloned()
             .collect();
-        assert_eq!(reader.routes_on_node(node), want, "routes on node {node}");
+        assert_eq!(
+            reader.routes_on_node(node).unwrap(),
+            want,
+            "routes on node {node}"
+        );
     }
     for bare in BARE {
         let want: Vec<_> = routes
@@ -105,14 +109,14 @@ fn assert_same_state(reader: &StateReader, model: &MemState) {
             .filter(|(k, _)| k.split('/').next() == Some(bare))
             .cloned()
             .collect();
-        assert_eq!(reader.routes_of(bare), want, "routes of {bare}");
+        assert_eq!(reader.routes_of(bare).unwrap(), want, "routes of {bare}");
     }
     let settings: Vec<_> = model
         .settings
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    assert_eq!(reader.settings(), settings);
+    assert_eq!(reader.settings().unwrap(), settings);
 
     for user in BARE {
         let kinds: Vec<(String, u64)> = model
@@ -121,7 +125,7 @@ fn assert_same_state(reader: &StateReader, model: &MemState) {
             .filter(|((u, _), _)| u == user)
             .map(|((_, k), v)| (k.clone(), *v))
             .collect();
-        assert_eq!(reader.data_kinds(user), kinds, "kinds of {user}");
+        assert_eq!(reader.data_kinds(user).unwrap(), kinds, "kinds of {user}");
         for kind in KINDS {
             let want: Vec<(String, Vec<u8>)> = model
                 .data
@@ -129,16 +133,20 @@ fn assert_same_state(reader: &StateReader, model: &MemState) {
                 .filter(|((u, k, _), _)| u == user && k == kind)
                 .map(|((_, _, key), v)| (key.clone(), v.clone()))
                 .collect();
-            assert_eq!(reader.data_all(user, kind), want, "data of {user} {kind}");
+            assert_eq!(
+                reader.data_all(user, kind).unwrap(),
+                want,
+                "data of {user} {kind}"
+            );
             let version = model
                 .data_versions
                 .get(&(user.to_owned(), kind.to_owned()))
                 .copied()
                 .unwrap_or(0);
-            assert_eq!(reader.data_version(user, kind), version);
+            assert_eq!(reader.data_version(user, kind).unwrap(), version);
             for key in DATA_KEYS {
                 assert_eq!(
-                    reader.data(user, kind, key),
+                    reader.data(user, kind, key).unwrap(),
                     model
                         .data
                         .get(&(user.to_owned(), kind.to_owned(), key.to_owned()))
@@ -152,7 +160,7 @@ fn assert_same_state(reader: &StateReader, model: &MemState) {
             .filter(|((u, _), _)| u == user)
             .map(|((_, q), m)| (q.clone(), *m))
             .collect();
-        assert_eq!(reader.queues_of(user), queues, "queues of {user}");
+        assert_eq!(reader.queues_of(user).unwrap(), queues, "queues of {user}");
         for queue in QUEUES {
             let want: Vec<(u64, Vec<u8>)> = model
                 .queue_items
@@ -160,12 +168,12 @@ fn assert_same_state(reader: &StateReader, model: &MemState) {
                 .filter(|((u, q, _), _)| u == user && q == queue)
                 .map(|((_, _, seq), v)| (*seq, v.clone()))
                 .collect();
-            assert_eq!(reader.queue(user, queue, 0, usize::MAX), want);
-            assert_eq!(reader.queue_len(user, queue), want.len() as u64);
+            assert_eq!(reader.queue(user, queue, 0, usize::MAX).unwrap(), want);
+            assert_eq!(reader.queue_len(user, queue).unwrap(), want.len() as u64);
             if let Some((first, _)) = want.first() {
                 // Paging from the middle starts after the given seq.
                 assert_eq!(
-                    reader.queue(user, queue, *first, 2),
+                    reader.queue(user, queue, *first, 2).unwrap(),
                     want[1..].iter().take(2).cloned().collect::<Vec<_>>()
                 );
             }
@@ -320,7 +328,7 @@ async fn rocksdb_state_machine_matches_the_reference_model() {
     assert!(partial_queue, "no queue ever held items after a removal");
     let (applied, _) = o.sm.applied_state().await.unwrap();
     assert_eq!(applied.map(|l| l.index), Some(index));
-    assert_eq!(o.reader.last_applied(), Some(index));
+    assert_eq!(o.reader.last_applied().unwrap(), Some(index));
 }
 
 #[tokio::test]
@@ -335,8 +343,8 @@ async fn entry_of_an_unknown_protocol_version_is_an_error_not_a_panic() {
     let err = o.sm.apply([entry(1, req)]).await.unwrap_err();
     assert!(err.to_string().contains("protocol version"), "{err}");
     // Nothing of the refused batch was written.
-    assert!(o.reader.users().is_empty());
-    assert_eq!(o.reader.last_applied(), None);
+    assert!(o.reader.users().unwrap().is_empty());
+    assert_eq!(o.reader.last_applied().unwrap(), None);
 }
 
 #[tokio::test]
@@ -391,7 +399,7 @@ async fn installed_snapshot_replaces_the_whole_state_machine() {
 
     assert_eq!(common::dump(&follower.reader), common::dump(&leader.reader));
     // The node index was rebuilt from the snapshot's routes.
-    assert_eq!(follower.reader.routes_on_node(1).len(), 1);
+    assert_eq!(follower.reader.routes_on_node(1).unwrap().len(), 1);
     assert!(
         drain(&mut follower.events).is_empty(),
         "no events on snapshot install"
@@ -406,7 +414,7 @@ async fn installed_snapshot_replaces_the_whole_state_machine() {
         .await
         .unwrap();
     assert_eq!(resp[0].results.len(), 3, "remembered response of request 1");
-    assert!(follower.reader.user("new@x").is_none());
+    assert!(follower.reader.user("new@x").unwrap().is_none());
 }
 
 fn req(serial: u64, commands: Vec<Command>) -> Request {
@@ -467,30 +475,43 @@ async fn reader_keeps_users_kinds_and_queues_apart() {
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect()
     };
-    assert_eq!(r.data_all("al@x", "r"), v(&[("k", b"r"), ("k2", b"r2")]));
-    assert_eq!(r.data_all("al@x", "roster"), v(&[("k", b"roster")]));
-    assert_eq!(r.data_all("al@x.y", "r"), v(&[("k", b"al@x.y")]));
-    assert_eq!(r.data_all("al@x", "ro"), v(&[]));
-    assert_eq!(r.data("al@x", "r", "k2"), Some(b"r2".to_vec()));
-    assert_eq!(r.data("al@x", "r", "k3"), None);
     assert_eq!(
-        r.data_kinds("al@x"),
+        r.data_all("al@x", "r").unwrap(),
+        v(&[("k", b"r"), ("k2", b"r2")])
+    );
+    assert_eq!(
+        r.data_all("al@x", "roster").unwrap(),
+        v(&[("k", b"roster")])
+    );
+    assert_eq!(r.data_all("al@x.y", "r").unwrap(), v(&[("k", b"al@x.y")]));
+    assert_eq!(r.data_all("al@x", "ro").unwrap(), v(&[]));
+    assert_eq!(r.data("al@x", "r", "k2").unwrap(), Some(b"r2".to_vec()));
+    assert_eq!(r.data("al@x", "r", "k3").unwrap(), None);
+    assert_eq!(
+        r.data_kinds("al@x").unwrap(),
         vec![("r".to_string(), 1), ("roster".to_string(), 1)]
     );
-    assert_eq!(r.queue("al@x", "q", 0, 10), vec![(1, b"q".to_vec())]);
-    assert_eq!(r.queue("al@x", "q2", 0, 10), vec![(1, b"q2".to_vec())]);
-    assert_eq!(r.queue_len("al@x", "q"), 1);
-    assert_eq!(r.queue_len("al@x", "nope"), 0);
+    assert_eq!(
+        r.queue("al@x", "q", 0, 10).unwrap(),
+        vec![(1, b"q".to_vec())]
+    );
+    assert_eq!(
+        r.queue("al@x", "q2", 0, 10).unwrap(),
+        vec![(1, b"q2".to_vec())]
+    );
+    assert_eq!(r.queue_len("al@x", "q").unwrap(), 1);
+    assert_eq!(r.queue_len("al@x", "nope").unwrap(), 0);
     assert_eq!(
         r.queues_of("al@x")
+            .unwrap()
             .into_iter()
             .map(|(q, _)| q)
             .collect::<Vec<_>>(),
         vec!["q", "q2"]
     );
     // Names the state machine refuses are never found.
-    assert_eq!(r.data_all("al@x", ""), v(&[]));
-    assert_eq!(r.queue("al@x", "q\0", 0, 10), vec![]);
+    assert_eq!(r.data_all("al@x", "").unwrap(), v(&[]));
+    assert_eq!(r.queue("al@x", "q\0", 0, 10).unwrap(), vec![]);
 
     // Deleting "al@x" removes exactly its data and queues.
     o.sm.apply([entry(
@@ -504,12 +525,12 @@ async fn reader_keeps_users_kinds_and_queues_apart() {
     )])
     .await
     .unwrap();
-    assert!(r.data_kinds("al@x").is_empty());
-    assert!(r.queues_of("al@x").is_empty());
-    assert_eq!(r.data_version("al@x", "r"), 0);
-    assert_eq!(r.data_all("al@x.y", "r"), v(&[("k", b"al@x.y")]));
-    assert_eq!(r.data_all("al@xy", "r"), v(&[("k", b"al@xy")]));
-    assert_eq!(r.queue_len("al@x.y", "q"), 1);
+    assert!(r.data_kinds("al@x").unwrap().is_empty());
+    assert!(r.queues_of("al@x").unwrap().is_empty());
+    assert_eq!(r.data_version("al@x", "r").unwrap(), 0);
+    assert_eq!(r.data_all("al@x.y", "r").unwrap(), v(&[("k", b"al@x.y")]));
+    assert_eq!(r.data_all("al@xy", "r").unwrap(), v(&[("k", b"al@xy")]));
+    assert_eq!(r.queue_len("al@x.y", "q").unwrap(), 1);
 }
 
 #[tokio::test]
@@ -569,10 +590,10 @@ async fn snapshot_carries_data_and_queues_and_replaces_the_followers() {
         ]
     );
     assert_eq!(
-        follower.reader.queue("al@x", "offline", 0, 100),
+        follower.reader.queue("al@x", "offline", 0, 100).unwrap(),
         vec![(3, vec![2]), (4, vec![3]), (5, vec![4])]
     );
-    assert_eq!(follower.reader.queues_of("al@x").len(), 1);
+    assert_eq!(follower.reader.queues_of("al@x").unwrap().len(), 1);
     assert!(
         drain(&mut follower.events).is_empty(),
         "no events on snapshot install"
@@ -671,7 +692,7 @@ async fn snapshot_from_a_version_1_node_still_installs() {
     assert_eq!(got.routes, payload.routes);
     assert_eq!(got.settings, payload.settings);
     assert!(got.data.is_empty() && got.queues.is_empty(), "{got:?}");
-    assert_eq!(follower.reader.routes_on_node(2).len(), 1);
+    assert_eq!(follower.reader.routes_on_node(2).unwrap().len(), 1);
     assert_eq!(follower.sm.applied_state().await.unwrap().0, Some(last));
 
     // The installed state takes the new commands.
@@ -734,9 +755,9 @@ async fn data_dir_from_before_data_and_queues_opens_with_its_state() {
         let mut sm = storage.state_machine(tx).await.unwrap();
         let reader = storage.reader();
         assert_eq!(sm.applied_state().await.unwrap().0, Some(last));
-        assert_eq!(reader.user("al@x"), Some(record(3)));
-        assert_eq!(reader.data_version("al@x", "roster"), 0);
-        assert_eq!(reader.queue_len("al@x", "offline"), 0);
+        assert_eq!(reader.user("al@x").unwrap(), Some(record(3)));
+        assert_eq!(reader.data_version("al@x", "roster").unwrap(), 0);
+        assert_eq!(reader.queue_len("al@x", "offline").unwrap(), 0);
 
         let resp = sm
             .apply([entry(
@@ -758,7 +779,10 @@ async fn data_dir_from_before_data_and_queues_opens_with_its_state() {
                 CommandResult::Queued { seq: 1 }
             ]
         );
-        assert_eq!(reader.data("al@x", "roster", "b@x"), Some(b"item".to_vec()));
+        assert_eq!(
+            reader.data("al@x", "roster", "b@x").unwrap(),
+            Some(b"item".to_vec())
+        );
         // A snapshot of the upgraded state builds and reads back.
         let snap = sm
             .get_snapshot_builder()

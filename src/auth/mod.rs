@@ -133,7 +133,9 @@ pub fn offered_mechanisms(
 /// Where SASL sessions find accounts. Implemented by the server over the replicated state.
 pub trait CredentialStore: Send + Sync {
     /// The record for `username`: the SASL authcid (the XMPP localpart) after SASLprep.
-    fn lookup(&self, username: &str) -> Option<UserRecord>;
+    /// A store that cannot answer says so (the client gets `<temporary-auth-failure/>`),
+    /// never "no such user".
+    fn lookup(&self, username: &str) -> Result<Option<UserRecord>, chorus_raft::ReadError>;
 
     /// Iteration count announced to unknown users. Return the server's iteration setting,
     /// so that an unknown user's challenge looks like a real account's.

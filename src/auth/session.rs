@@ -329,6 +329,15 @@ impl SessionCallback for Accounts {
     }
 }
 
+/// The account store could not be read: a temporary failure, never "no such account".
+fn unreadable(e: chorus_raft::ReadError) -> Rejection {
+    tracing::error!(error = %e, "account unreadable during SASL");
+    Rejection::new(
+        SaslFailure::TemporaryAuthFailure,
+        "the account could not be read",
+    )
+}
+
 impl Accounts {
     /// An unknown name gets a fake credential rather than a refusal, so the challenge
     /// looks the same whether or not the account exists (RFC 5802 section 9).
@@ -337,7 +346,7 @@ impl Accounts {
         hash: ScramHash,
         authcid: &str,
     ) -> Result<ScramCredential, Rejection> {
-        match self.store.lookup(authcid) {
+        match self.store.lookup(authcid).map_err(unreadable)? {
             Some(record) => {
                 let credential = hash.credential(&record);
                 if credential_is_usable(hash, credential) {
@@ -366,7 +375,7 @@ impl Accounts {
         let authcid = authcid_from_saslname(raw)?;
         // A fake credential's random keys match no proof, but an account deleted during
         // the exchange should not log in either.
-        if self.store.lookup(&authcid).is_none() {
+        if self.store.lookup(&authcid).map_err(unreadable)?.is_none() {
             return Err(Rejection::new(
                 SaslFailure::NotAuthorized,
                 "the account no longer exists",
@@ -390,7 +399,7 @@ impl Accounts {
                 "rsasl validated PLAIN without a username or password",
             ));
         };
-        match self.store.lookup(authcid) {
+        match self.store.lookup(authcid).map_err(unreadable)? {
             Some(record) => {
                 if !credential_is_usable(ScramHash::Sha256, &record.scram_sha256) {
                     return Err(malformed_record());

@@ -34,11 +34,16 @@ struct MemoryStore {
     users: HashMap<String, UserRecord>,
     unknown_iterations: Option<u32>,
     salt_key: Option<[u8; 32]>,
+    /// Every lookup fails, as a storage error would.
+    unreadable: bool,
 }
 
 impl CredentialStore for MemoryStore {
-    fn lookup(&self, username: &str) -> Option<UserRecord> {
-        self.users.get(username).cloned()
+    fn lookup(&self, username: &str) -> Result<Option<UserRecord>, chorus_raft::ReadError> {
+        if self.unreadable {
+            return Err(chorus_raft::ReadError::Storage("disk on fire".into()));
+        }
+        Ok(self.users.get(username).cloned())
     }
     fn iterations_for_unknown_users(&self) -> u32 {
         self.unknown_iterations.unwrap_or(DEFAULT_ITERATIONS)
@@ -1011,6 +1016,27 @@ fn plain_succeeds_with_right_password() {
         rsasl_exchange(&mut server, TestClient::new("alice", PASSWORD), None),
         Ok("alice".into())
     );
+}
+
+#[test]
+fn an_unreadable_account_store_is_a_temporary_failure_not_an_unknown_user() {
+    for mechanism in [
+        Mechanism::Plain,
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha1,
+    ] {
+        let store = MemoryStore {
+            unreadable: true,
+            ..memory_store()
+        };
+        let mut server =
+            SaslSession::start(mechanism.name(), Arc::new(store), true, false, None).unwrap();
+        assert_eq!(
+            rsasl_exchange(&mut server, TestClient::new("alice", PASSWORD), None),
+            Err(SaslFailure::TemporaryAuthFailure),
+            "{mechanism:?}"
+        );
+    }
 }
 
 #[test]

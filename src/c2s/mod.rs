@@ -30,6 +30,9 @@ pub struct C2s {
     pub node_id: u64,
     pub raft: Arc<RaftNode>,
     pub router: Addr<Router>,
+    /// What the features answering this node's streams use to reach the router.
+    pub port: crate::bus::RouterPort,
+    pub hooks: crate::bus::hooks::Hooks,
     pub tls: tokio_rustls::TlsAcceptor,
     pub credentials: Arc<dyn CredentialStore>,
     pub limits: Limits,
@@ -126,9 +129,11 @@ pub fn account_jid(username: &str, domain: &str) -> Option<jid::BareJid> {
 }
 
 impl CredentialStore for StateCredentials {
-    fn lookup(&self, username: &str) -> Option<UserRecord> {
-        self.state
-            .user(account_jid(username, &self.domain)?.as_str())
+    fn lookup(&self, username: &str) -> Result<Option<UserRecord>, chorus_raft::ReadError> {
+        match account_jid(username, &self.domain) {
+            Some(jid) => self.state.user(jid.as_str()),
+            None => Ok(None),
+        }
     }
 
     fn iterations_for_unknown_users(&self) -> u32 {

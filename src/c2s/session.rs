@@ -20,13 +20,15 @@ use super::negotiate::{Bound, Reader, Writer};
 use super::outbound::{self, Outbox, Refused, WriterEnd};
 use super::transport::Activity;
 use super::C2s;
-use crate::im::presence;
-use crate::rate::Shaper;
-use crate::router::messages::{
+use crate::bus::iq::{Answer, Caller, Target};
+use crate::bus::{
     Carbon, CarbonsEnabled, Deliver, DeliverBatch, Directed, Kick, OwnPresence, Register,
     RouteStanza, SessionFlag, SessionHandle, Unregister,
 };
-use crate::xep::{self, carbons, csi, Answer, Caller, Target};
+use crate::features;
+use crate::im::presence;
+use crate::rate::Shaper;
+use crate::xep::{self, carbons, csi};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, stream_error_xml, StanzaErrorKind, StreamErrorKind};
 use crate::xmpp::ns;
@@ -317,7 +319,7 @@ impl Session {
             }
             reply
         };
-        match xep::answer_iq(&el, &target, &caller) {
+        match features::answer_iq(&el, &target, &caller) {
             Answer::Now(reply) => self.send(&finish(reply), ctx),
             Answer::Later(_) if self.busy() => {
                 let reply = too_busy(&el);
@@ -468,7 +470,8 @@ impl Actor for Session {
             session_id: self.session_id.clone(),
             bare_jid: self.bare_jid.clone(),
             raft: self.c2s.raft.clone(),
-            router: self.c2s.router.clone(),
+            router: self.c2s.port.clone(),
+            hooks: self.c2s.hooks.clone(),
             settings: self.c2s.settings.clone(),
             session: ctx.address().recipient(),
             started: self.c2s.started,
@@ -579,11 +582,11 @@ impl Handler<SessionFlag> for Session {
                     on,
                 });
             }
-            SessionFlag::RosterInterest => self.c2s.router.do_send(crate::user::RosterInterest {
+            SessionFlag::RosterInterest => self.c2s.router.do_send(crate::bus::RosterInterest {
                 full_jid: self.full_jid.to_string(),
             }),
             SessionFlag::BlocklistInterest => {
-                self.c2s.router.do_send(crate::user::BlocklistInterest {
+                self.c2s.router.do_send(crate::bus::BlocklistInterest {
                     full_jid: self.full_jid.to_string(),
                 })
             }

@@ -63,7 +63,7 @@ fn make_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(
         .parent()
         .ok_or_else(|| anyhow!("bad certificate path"))?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::node::files::write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
+    crate::data_dir::write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
     fs::write(cert_path, certified.cert.pem())
         .with_context(|| format!("writing {}", cert_path.display()))?;
     tracing::info!(cert = %cert_path.display(), "made a self-signed certificate for {domain}");

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
 use super::ApiArgs;
-use crate::node::files;
+use crate::data_dir as files;
 
 /// How long one admin API call may take before the CLI gives up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -101,12 +101,14 @@ pub async fn run(cluster: Arc<Cluster>) {
         let state = cluster.raft.state();
         // Verdicts are the current leader's alone: never forwarded, so a deposed leader
         // cannot get a stale NodeDown committed after the heal.
-        if state.setting(&node_down_key(me)).is_some() {
+        // A down mark that cannot be read gives no verdict this round.
+        let down_mark = |id| state.setting(&node_down_key(id)).map(|s| s.is_some());
+        if down_mark(me) == Ok(true) {
             verdicts.propose(&cluster, me, true);
         }
         for (id, ok, gone) in answers {
             let seen = *last_ok.entry(id).or_insert(now);
-            let down = state.setting(&node_down_key(id)).is_some();
+            let Ok(down) = down_mark(id) else { continue };
             match verdict(ok, gone, down, now.duration_since(seen), timeout) {
                 Verdict::Up => {
                     tracing::info!(node = id, "member answers again: NodeUp");

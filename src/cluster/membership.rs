@@ -71,7 +71,12 @@ pub async fn promote(cluster: &Cluster) {
     let state = cluster.raft.state();
     let candidates: BTreeSet<NodeId> = members
         .iter()
-        .filter(|m| !m.voter && state.setting(&node_down_key(m.id)).is_none())
+        .filter(|m| {
+            !m.voter
+                && state
+                    .setting(&node_down_key(m.id))
+                    .is_ok_and(|s| s.is_none())
+        })
         .map(|m| m.id)
         .take(want - voters.len())
         .collect();
@@ -178,7 +183,12 @@ pub async fn join_via(cluster: &Cluster, addr: &str, wipe: bool) -> Result<Strin
             info.node_id
         )));
     }
-    let users = cluster.raft.state().users().len();
+    let users = cluster
+        .raft
+        .state()
+        .users()
+        .map_err(|e| JoinRefusal::Conflict(format!("this node's state could not be read: {e}")))?
+        .len();
     if users > 0 && !wipe {
         return Err(JoinRefusal::Conflict(format!(
             "this node holds data of another cluster ({users} accounts); rerun with --wipe \

@@ -131,7 +131,11 @@ impl Cluster {
         self.raft
             .members()
             .iter()
-            .filter(|m| state.setting(&chorus_raft::node_down_key(m.id)).is_some())
+            .filter(|m| {
+                state
+                    .setting(&chorus_raft::node_down_key(m.id))
+                    .is_ok_and(|s| s.is_some())
+            })
             .count()
     }
 
@@ -147,12 +151,15 @@ impl Cluster {
         Duration::from_secs(self.settings.cluster.failure.timeout)
     }
 
+    /// The cluster's id; `None` before it is formed (or if it cannot be read).
     pub fn cluster_id(&self) -> Option<String> {
-        self.raft.state().setting(CLUSTER_ID_KEY)
+        self.raft.state().setting(CLUSTER_ID_KEY).ok().flatten()
     }
 
+    /// Whether clustering is switched on; a switch that cannot be read counts as off, so
+    /// that nothing is admitted or announced on a guess.
     pub fn enabled(&self) -> bool {
-        self.raft.state().setting(CLUSTER_ENABLED_KEY).as_deref() != Some("false")
+        matches!(self.raft.state().setting(CLUSTER_ENABLED_KEY), Ok(v) if v.as_deref() != Some("false"))
     }
 
     pub fn serving(&self) -> bool {
@@ -379,7 +386,10 @@ impl Cluster {
                 match self.on_leader(ClusterRequest::ReadSetting { key: key.clone() }) {
                     Some(forward) => forward.await,
                     None => match self.raft.ensure_linearizable().await {
-                        Ok(()) => ClusterResponse::Setting(self.raft.state().setting(&key)),
+                        Ok(()) => match self.raft.state().setting(&key) {
+                            Ok(value) => ClusterResponse::Setting(value),
+                            Err(e) => ClusterResponse::Refused(e.to_string()),
+                        },
                         Err(e) => ClusterResponse::Refused(e.to_string()),
                     },
                 }

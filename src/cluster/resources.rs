@@ -70,9 +70,11 @@ impl Resources {
         entry
             .values()
             .filter(|r| {
-                state
-                    .route(&r.full_jid)
-                    .is_some_and(|route| route.node == r.node && route.session == r.session)
+                // A route that cannot be read is not counted: the stanza then takes the
+                // path for an absent resource (offline storage), not a guess.
+                state.route(&r.full_jid).is_ok_and(|route| {
+                    route.is_some_and(|route| route.node == r.node && route.session == r.session)
+                })
             })
             .cloned()
             .collect()

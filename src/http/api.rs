@@ -17,9 +17,9 @@ use chorus_raft::{Command, CommandResult, RaftError, RaftNode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::bus::GetStats;
 use crate::c2s::C2s;
 use crate::config::Settings;
-use crate::router::messages::GetStats;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -47,6 +47,14 @@ impl IntoResponse for ApiError {
 
 fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// The local replica could not be read: the request is answered with an error, never
+/// with what an empty state would say.
+impl From<chorus_raft::ReadError> for ApiError {
+    fn from(e: chorus_raft::ReadError) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
 }
 
 impl From<JsonRejection> for ApiError {
@@ -117,8 +125,8 @@ async fn status(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> 
     })))
 }
 
-async fn list_users(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({ "users": state.raft.state().users() }))
+async fn list_users(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "users": state.raft.state().users()? })))
 }
 
 #[derive(Deserialize)]
@@ -219,14 +227,14 @@ async fn show_user(
 ) -> Result<Json<Value>, ApiError> {
     let user = account_jid(&state.settings, &raw)?;
     let replica = state.raft.state();
-    if replica.user(&user).is_none() {
+    if replica.user(&user)?.is_none() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("{user} does not exist"),
         ));
     }
-    let roster = crate::im::roster::load(&replica, &user);
-    let routes = replica.routes_of(&user);
+    let roster = crate::im::roster::load(&replica, &user)?;
+    let routes = replica.routes_of(&user)?;
     let online = routes
         .iter()
         .map(|(full, _)| full.clone())
@@ -239,9 +247,9 @@ async fn show_user(
         "jid": user,
         "roster_items": roster.items.len(),
         "pending_subscription_requests": roster.pending_in.len(),
-        "offline_messages": replica.queue_len(&user, crate::im::offline::QUEUE),
+        "offline_messages": replica.queue_len(&user, crate::im::offline::QUEUE)?,
         "offline_bytes": replica
-            .queue_meta(&user, crate::im::offline::QUEUE)
+            .queue_meta(&user, crate::im::offline::QUEUE)?
             .map_or(0, |m| m.bytes),
         "resources": online,
         "routes": routes,
@@ -290,7 +298,7 @@ async fn set_password(
     let Json(body) = body?;
     let user = account_jid(&state.settings, &raw)?;
     check_password(&body.password)?;
-    if state.raft.state().user(&user).is_none() {
+    if state.raft.state().user(&user)?.is_none() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("{user} does not exist"),

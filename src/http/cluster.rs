@@ -49,7 +49,11 @@ pub async fn status(State(state): State<ApiState>) -> Json<Value> {
         .iter()
         .zip(infos)
         .map(|(m, info)| {
-            let down = reader.setting(&node_down_key(m.id)).is_some();
+            // Unreadable: shown as not known to be down; the row's state says "unreachable"
+            // or "up" from the node's own answer.
+            let down = reader
+                .setting(&node_down_key(m.id))
+                .is_ok_and(|s| s.is_some());
             let state = match (&info, down) {
                 (_, true) => "down",
                 (None, false) => "unreachable",

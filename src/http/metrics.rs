@@ -13,9 +13,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::api::ApiState;
+use crate::bus::GetStats;
 use crate::c2s::admission::Refusal;
 use crate::rate::Limit;
-use crate::router::messages::GetStats;
 
 pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
     let mut registry = Registry::with_prefix("chorus");
@@ -139,6 +139,16 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
         "router_stanzas_bounced",
         "stanzas answered with an error",
         ConstCounter::new(stats.bounced),
+    );
+    registry.register(
+        "router_stanzas_refused_unreadable_state",
+        "stanzas refused with internal-server-error because a state read they needed failed",
+        ConstCounter::new(stats.read_refusals),
+    );
+    registry.register(
+        "state_read_errors",
+        "reads of the local replica that failed (storage error or undecodable value)",
+        ConstCounter::new(state.raft.state().read_errors()),
     );
     registry.register(
         "c2s_sessions",

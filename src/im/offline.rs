@@ -9,7 +9,8 @@ use actix::Recipient;
 use chorus_raft::{Command, CommandResult, RaftNode};
 use tokio::sync::mpsc;
 
-use crate::router::messages::{DeliverBatch, RouteStanza};
+use crate::bus::hooks::DeliveryHook;
+use crate::bus::{DeliverBatch, OfflineQueued, RouteStanza, UserEvent};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
 
@@ -102,6 +103,27 @@ pub fn keep_for_later(
     }
 }
 
+/// The offline store's part in delivery: it keeps what RFC 6121 says to keep for an
+/// account with no available resource, and tells an online user's actor when a message
+/// was stored for it (so that a stream that became available meanwhile gets it).
+#[derive(Clone)]
+pub struct OfflineHook {
+    pub writer: mpsc::Sender<ForLater>,
+    /// Where refusals go back to the sender.
+    pub router: Recipient<RouteStanza>,
+}
+
+impl DeliveryHook for OfflineHook {
+    fn keep_for_later(&self, bare: &str, stanza: Element) -> Option<Element> {
+        keep_for_later(&self.writer, &self.router, bare, stanza);
+        None
+    }
+
+    fn queued(&self, _user: &str, queue: &str) -> Option<UserEvent> {
+        (queue == QUEUE).then_some(UserEvent::OfflineQueued(OfflineQueued))
+    }
+}
+
 fn bounce(router: &Recipient<RouteStanza>, stanza: &Element, kind: StanzaErrorKind) {
     if stanza.attr("type") != Some("error") && stanza.attr("from").is_some() {
         router.do_send(RouteStanza(error_reply(stanza, kind, None)));
@@ -142,7 +164,14 @@ pub async fn deliver(
     let mut after = 0u64;
     let mut delivered = 0u64;
     loop {
-        let page = raft.state().queue(user, QUEUE, after, PAGE);
+        let page = match raft.state().queue(user, QUEUE, after, PAGE) {
+            Ok(page) => page,
+            Err(e) => {
+                // What is left stays queued for the next login.
+                tracing::error!(%user, error = %e, "offline queue unreadable; delivery stopped");
+                break;
+            }
+        };
         let Some(&(last, _)) = page.last() else { break };
         let batch: Vec<Element> = page
             .iter()
@@ -177,7 +206,7 @@ pub async fn deliver(
 /// XEP-0160 has no protocol of its own; the server only says it keeps messages.
 pub struct OfflineFeature;
 
-impl crate::xep::IqFeature for OfflineFeature {
+impl crate::bus::iq::IqFeature for OfflineFeature {
     fn disco_features(&self) -> &'static [&'static str] {
         &["msgoffline"]
     }
@@ -185,9 +214,9 @@ impl crate::xep::IqFeature for OfflineFeature {
     fn handle(
         &self,
         _: &Element,
-        _: &crate::xep::Target,
-        _: &Arc<crate::xep::Caller>,
-    ) -> Option<crate::xep::Answer> {
+        _: &crate::bus::iq::Target,
+        _: &Arc<crate::bus::iq::Caller>,
+    ) -> Option<crate::bus::iq::Answer> {
         None
     }
 }

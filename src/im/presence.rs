@@ -2,7 +2,10 @@
 //! presence says (availability, priority), and whom it goes to. The user actor
 //! (`user`) keeps the state and sends the stanzas.
 
-use super::roster::Roster;
+use chorus_raft::{ReadError, StateReader};
+
+use super::roster::{self, Roster};
+use crate::bus::hooks::DeliveryHook;
 use crate::xmpp::element::Element;
 use crate::xmpp::ns;
 
@@ -29,6 +32,19 @@ pub fn own_state(presence: &Element) -> Option<OwnState> {
         available,
         priority,
     })
+}
+
+/// Presence fan-out's part in delivery: when a stream of a user ends on another node,
+/// this node's streams of the user's subscribers hear it.
+pub struct PresenceHook {
+    pub state: StateReader,
+}
+
+impl DeliveryHook for PresenceHook {
+    fn gone_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
+        audience.extend(broadcast_targets(&roster::load(&self.state, user)?));
+        Ok(())
+    }
 }
 
 /// RFC 6121 4.2.2, 4.4.2: contacts that receive the user's presence (`from` or `both`).

@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chorus_raft::{Command, CommandResult, RaftNode, StateReader};
+use chorus_raft::{Command, CommandResult, RaftNode, ReadError, StateReader};
 use serde::{Deserialize, Serialize};
 
-use crate::router::messages::{SessionFlag, ToResources, Which};
-use crate::xep::{result_for, Answer, Caller, IqFeature, Target};
+use crate::bus::iq::{result_for, Answer, Caller, IqFeature, Target};
+use crate::bus::{SessionFlag, ToResources, Which};
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, StanzaErrorKind};
+use crate::xmpp::error::{error_reply, unreadable_state, StanzaErrorKind};
 use crate::xmpp::ns;
 
 pub const KIND: &str = "roster";
@@ -132,12 +132,12 @@ fn pending_key(jid: &str) -> String {
     format!("p:{jid}")
 }
 
-pub fn load(state: &StateReader, user: &str) -> Roster {
+pub fn load(state: &StateReader, user: &str) -> Result<Roster, ReadError> {
     let mut roster = Roster {
-        version: state.data_version(user, KIND),
+        version: state.data_version(user, KIND)?,
         ..Default::default()
     };
-    for (key, value) in state.data_all(user, KIND) {
+    for (key, value) in state.data_all(user, KIND)? {
         if let Some(jid) = key.strip_prefix("i:") {
             if let Ok(item) = serde_json::from_slice::<RosterItem>(&value) {
                 roster.items.insert(jid.to_string(), item);
@@ -149,18 +149,18 @@ pub fn load(state: &StateReader, user: &str) -> Roster {
             );
         }
     }
-    roster
+    Ok(roster)
 }
 
-fn load_entry(state: &StateReader, user: &str, contact: &str) -> Entry {
-    Entry {
+fn load_entry(state: &StateReader, user: &str, contact: &str) -> Result<Entry, ReadError> {
+    Ok(Entry {
         item: state
-            .data(user, KIND, &item_key(contact))
+            .data(user, KIND, &item_key(contact))?
             .and_then(|v| serde_json::from_slice(&v).ok()),
         pending_in: state
-            .data(user, KIND, &pending_key(contact))
+            .data(user, KIND, &pending_key(contact))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()),
-    }
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +169,8 @@ pub enum RosterError {
     NoSuchUser,
     #[error("the roster could not be written: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 /// The outcome of a committed change to one contact's entry.
@@ -198,8 +200,8 @@ where
     let _turn = lock.lock().await;
     for _ in 0..64 {
         let state = raft.state();
-        let version = state.data_version(user, KIND);
-        let before = load_entry(&state, user, contact);
+        let version = state.data_version(user, KIND)?;
+        let before = load_entry(&state, user, contact)?;
         let Some(after) = change(&before) else {
             return Ok(None);
         };
@@ -253,7 +255,7 @@ where
 
 /// RFC 6121 2.1.6: push a changed item (or its removal) to every interested resource.
 pub fn push(
-    caller_router: &actix::Addr<crate::router::Router>,
+    caller_router: &crate::bus::RouterPort,
     user: &str,
     contact: &str,
     item: Option<&RosterItem>,
@@ -307,7 +309,10 @@ impl IqFeature for RosterFeature {
 
 fn get(iq: &Element, query: &Element, caller: &Arc<Caller>) -> Element {
     caller.session.do_send(SessionFlag::RosterInterest);
-    let roster = load(&caller.raft.state(), &caller.bare_jid);
+    let roster = match load(&caller.raft.state(), &caller.bare_jid) {
+        Ok(roster) => roster,
+        Err(_) => return unreadable_state(iq),
+    };
     let current = roster.version.to_string();
     // XEP-0237: an unchanged roster is answered with an empty result.
     if query.attr("ver") == Some(current.as_str()) {
@@ -398,7 +403,10 @@ fn set(iq: &Element, query: &Element, caller: &Arc<Caller>) -> Answer {
                 Err(e) => internal(&iq, e),
             };
         }
-        let full = load(&caller.raft.state(), &user).items.len() >= max_items;
+        let full = match load(&caller.raft.state(), &user) {
+            Ok(roster) => roster.items.len() >= max_items,
+            Err(_) => return unreadable_state(&iq),
+        };
         let outcome = update(&caller.raft, &user, &contact, |entry| {
             if entry.item.is_none() && full {
                 return None;
@@ -429,12 +437,12 @@ fn set(iq: &Element, query: &Element, caller: &Arc<Caller>) -> Answer {
             Ok(None)
                 if full
                     && load_entry(&caller.raft.state(), &user, &contact)
-                        .item
-                        .is_none() =>
+                        .is_ok_and(|e| e.item.is_none()) =>
             {
                 error_reply(&iq, StanzaErrorKind::NotAllowed, Some("the roster is full"))
             }
             Ok(None) => result_for(&iq),
+            Err(RosterError::Read(_)) => unreadable_state(&iq),
             Err(e) => internal(&iq, e),
         }
     }))

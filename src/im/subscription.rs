@@ -12,13 +12,17 @@ use std::sync::Arc;
 use chorus_raft::RaftNode;
 
 use super::roster::{self, Entry, RosterError, RosterItem};
+use crate::bus::hooks::{Hooks, Screen};
+use crate::bus::iq::Caller;
+use crate::bus::RouterPort;
+use crate::bus::{PresenceTo, RouteStanza, ToResources, Which};
 use crate::config::UserLimits;
-use crate::router::messages::{PresenceTo, RouteStanza, ToResources, Which};
-use crate::router::Router;
-use crate::xep::Caller;
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, error_reply_with_type, ErrorType, StanzaErrorKind};
+use crate::xmpp::error::{
+    error_reply, error_reply_with_type, unreadable_state, ErrorType, StanzaErrorKind,
+};
 use crate::xmpp::ns;
+use crate::xmpp::stanza::StanzaKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -281,6 +285,7 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
     let mut route = false;
     let mut presence = None;
     let mut roster_full = false;
+    let mut unreadable = false;
     let result = roster::update(&caller.raft, &user, &contact, |entry| {
         let rule = outbound_rule(kind, entry, &contact);
         tracing::debug!(%user, %contact, kind = kind.name(), reason = rule.reason, "outbound subscription");
@@ -290,8 +295,13 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
         let adds_item =
             entry.item.is_none() && rule.entry.as_ref().is_some_and(|e| e.item.is_some());
         roster_full = adds_item
-            && roster::load(&caller.raft.state(), &user).items.len()
-                >= limits.roster_items as usize;
+            && match roster::load(&caller.raft.state(), &user) {
+                Ok(roster) => roster.items.len() >= limits.roster_items as usize,
+                Err(_) => {
+                    unreadable = true;
+                    true
+                }
+            };
         if roster_full {
             (route, presence) = (false, None);
             return None;
@@ -301,6 +311,11 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
         rule.entry
     })
     .await;
+    if unreadable || matches!(result, Err(roster::RosterError::Read(_))) {
+        return caller
+            .router
+            .do_send(RouteStanza(unreadable_state(&stanza)));
+    }
     if roster_full {
         let text = format!("the roster is full ({} contacts)", limits.roster_items);
         let bounce = error_reply(&stanza, StanzaErrorKind::NotAllowed, Some(&text));
@@ -326,6 +341,7 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
         let delivered = deliver_to_contact(
             &caller.raft,
             &caller.router,
+            &caller.hooks,
             &caller.domain,
             limits,
             kind,
@@ -334,12 +350,12 @@ pub async fn outbound(caller: Arc<Caller>, kind: Kind, to: jid::BareJid, stanza:
             stamped,
         )
         .await;
-        if let Err(text) = delivered {
+        if let Err(refused) = delivered {
             let bounce = error_reply_with_type(
                 &stanza,
-                StanzaErrorKind::ResourceConstraint,
-                ErrorType::Wait,
-                Some(text),
+                refused.condition,
+                refused.error_type,
+                Some(refused.text),
             );
             caller.router.do_send(RouteStanza(bounce));
         }
@@ -376,21 +392,44 @@ pub fn pending_copy(stanza: &Element) -> String {
     copy.to_xml()
 }
 
+/// Why a subscription stanza did not reach its contact, for the error to its sender.
+struct Refused {
+    condition: StanzaErrorKind,
+    error_type: ErrorType,
+    text: &'static str,
+}
+
+impl Refused {
+    /// A state read failed: refused, never taken as "no such contact" or "not blocked".
+    const UNREADABLE: Refused = Refused {
+        condition: StanzaErrorKind::InternalServerError,
+        error_type: ErrorType::Wait,
+        text: "the server could not read the contact's state; try again",
+    };
+}
+
 /// Hand a subscription stanza from `user` to `contact`: the contact's server's
-/// part when the contact is ours, the router (which bounces) otherwise.
+/// part when the contact is ours, the router (which bounces) otherwise. As the contact's
+/// server it first screens the stanza as the router would (XEP-0191: a contact that
+/// blocked the user does not hear of it).
 #[allow(clippy::too_many_arguments)]
 async fn deliver_to_contact(
     raft: &RaftNode,
-    router: &actix::Addr<Router>,
+    router: &RouterPort,
+    hooks: &Hooks,
     domain: &str,
     limits: &UserLimits,
     kind: Kind,
     user: &str,
     contact: &str,
     stanza: Element,
-) -> Result<(), &'static str> {
+) -> Result<(), Refused> {
     let ours = jid::BareJid::new(contact).is_ok_and(|j| j.domain().as_str() == domain);
-    if !ours || raft.state().user(contact).is_none() {
+    let exists = match raft.state().user(contact) {
+        Ok(user) => user.is_some(),
+        Err(_) => return Err(Refused::UNREADABLE),
+    };
+    if !ours || !exists {
         // RFC 6121 3.1.3: no such contact; subscription stanzas to it are dropped
         // (the router answers for other domains).
         if !ours {
@@ -398,22 +437,34 @@ async fn deliver_to_contact(
         }
         return Ok(());
     }
-    if crate::xep::blocking::is_blocked(&raft.state(), contact, user) {
-        // XEP-0191 3.3: the contact blocked the user; its roster does not hear of it.
-        tracing::debug!(%contact, from = %user, kind = kind.name(), "subscription stanza from a blocked JID dropped");
-        return Ok(());
+    match hooks.screen(contact, &stanza, StanzaKind::Presence) {
+        Ok(Screen::Pass) => {}
+        Ok(Screen::Drop(reason) | Screen::Bounce(reason)) => {
+            tracing::debug!(%contact, from = %user, kind = kind.name(), reason, "subscription stanza screened out");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!(%contact, error = %e, "state read failed; subscription stanza refused");
+            return Err(Refused::UNREADABLE);
+        }
     }
     let xml = pending_copy(&stanza);
     let mut rule = None;
     let mut too_many = false;
+    let mut unreadable = false;
     let result = roster::update(raft, contact, user, |entry| {
         let r = inbound_rule(kind, entry, &xml);
         // A new waiting request counts against the contact's bound, read under its lock.
         let new_request = entry.pending_in.is_none()
             && r.entry.as_ref().is_some_and(|e| e.pending_in.is_some());
         too_many = new_request
-            && roster::load(&raft.state(), contact).pending_in.len() as u64
-                >= limits.pending_subscriptions;
+            && match roster::load(&raft.state(), contact) {
+                Ok(roster) => roster.pending_in.len() as u64 >= limits.pending_subscriptions,
+                Err(_) => {
+                    unreadable = true;
+                    true
+                }
+            };
         if too_many {
             rule = None;
             return None;
@@ -433,14 +484,22 @@ async fn deliver_to_contact(
             updated.version,
         ),
         Ok(None) => {}
+        Err(roster::RosterError::Read(_)) => return Err(Refused::UNREADABLE),
         Err(e) => {
             tracing::warn!(%contact, from = %user, error = %e, "subscription change failed");
             return Ok(());
         }
     }
+    if unreadable {
+        return Err(Refused::UNREADABLE);
+    }
     if too_many {
         tracing::info!(%contact, from = %user, "subscription request refused: too many waiting");
-        return Err("the contact has too many subscription requests waiting");
+        return Err(Refused {
+            condition: StanzaErrorKind::ResourceConstraint,
+            error_type: ErrorType::Wait,
+            text: "the contact has too many subscription requests waiting",
+        });
     }
     let Some(rule) = rule else { return Ok(()) };
     if rule.deliver {
@@ -521,6 +580,7 @@ pub async fn remove_contact(caller: &Arc<Caller>, contact: &str) -> Result<bool,
         let _ = deliver_to_contact(
             &caller.raft,
             &caller.router,
+            &caller.hooks,
             &caller.domain,
             &caller.settings.limits,
             Kind::Unsubscribed,
@@ -535,6 +595,7 @@ pub async fn remove_contact(caller: &Arc<Caller>, contact: &str) -> Result<bool,
         let _ = deliver_to_contact(
             &caller.raft,
             &caller.router,
+            &caller.hooks,
             &caller.domain,
             &caller.settings.limits,
             Kind::Unsubscribe,

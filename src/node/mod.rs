@@ -1,7 +1,7 @@
 //! A running node: its files, its Raft node, router, client listeners and
 //! admin API, started in that order and stopped in the reverse one.
 
-pub mod files;
+pub mod wiring;
 
 use std::sync::Arc;
 
@@ -10,22 +10,22 @@ use chorus_raft::network::ClusterIdentity;
 use chorus_raft::{Command, RaftConfig, RaftNode, StartMode};
 use tokio::net::TcpListener;
 
+use crate::bus::ShutdownSessions;
 use crate::c2s::{self, C2s, StateCredentials};
 use crate::cluster::discovery::{self, Discovery, DiscoveryConfig};
 use crate::cluster::{self, Cluster, Stop};
 use crate::config::Settings;
+use crate::data_dir;
 use crate::http;
-use crate::router::messages::ShutdownSessions;
-use crate::router::Router;
 
 /// Run a node until SIGINT or SIGTERM. Must run inside an actix `System`.
 pub async fn serve(settings: Settings) -> Result<()> {
     let settings = Arc::new(settings);
     let addrs = settings.addresses()?;
     let data_dir = settings.data_dir.clone();
-    files::private_data_dir(&data_dir)?;
-    let node_id = files::node_id(&data_dir)?;
-    let token = files::admin_token(&data_dir)?;
+    data_dir::private_data_dir(&data_dir)?;
+    let node_id = data_dir::node_id(&data_dir)?;
+    let token = data_dir::admin_token(&data_dir)?;
     let tls = c2s::tls::acceptor(&settings)?;
 
     // Bind every client-facing port before starting Raft, so that a port in
@@ -34,11 +34,11 @@ pub async fn serve(settings: Settings) -> Result<()> {
     let c2s_tls_listener = bind(addrs.c2s_tls, "c2s.tls_listen").await?;
     let http_listener = bind(addrs.http, "http.listen").await?;
 
-    let (secret, made_up) = files::cluster_secret(&data_dir, &settings.cluster.secret)?;
-    let join_request = files::take_join_request(&data_dir);
+    let (secret, made_up) = data_dir::cluster_secret(&data_dir, &settings.cluster.secret)?;
+    let join_request = data_dir::take_join_request(&data_dir);
     if join_request.is_some() {
         // `cluster join` asked for this restart: the old cluster's data goes.
-        files::wipe_raft(&data_dir)?;
+        data_dir::wipe_raft(&data_dir)?;
     }
     let raft = RaftNode::start_with(
         RaftConfig {
@@ -83,7 +83,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         },
     )
     .await?;
-    files::clear_join_request(&data_dir);
+    data_dir::clear_join_request(&data_dir);
     if let Some(d) = &discovery {
         cluster.set_discovery(d.clone());
         tokio::spawn(announce(cluster.clone(), d.clone()));
@@ -112,17 +112,17 @@ pub async fn serve(settings: Settings) -> Result<()> {
     tokio::spawn(cluster::failure::run(cluster.clone()));
 
     let (limits, limits_before_auth) = C2s::limits_from(&settings);
-    let router = Router::start_with(
-        cluster.clone(),
-        settings.domain.clone(),
-        settings.limits.offline_messages,
-    );
+    let delivery =
+        wiring::start_delivery(&cluster, &settings.domain, settings.limits.offline_messages);
+    let router = delivery.router.clone();
     cluster.links.connect_members();
     let c2s = Arc::new(C2s {
         settings: settings.clone(),
         node_id,
         raft: raft.clone(),
         router: router.clone(),
+        port: delivery.port.clone(),
+        hooks: delivery.hooks.clone(),
         tls,
         credentials: Arc::new(StateCredentials {
             state: raft.state(),
@@ -172,9 +172,9 @@ pub async fn serve(settings: Settings) -> Result<()> {
     if !cluster.wait_serving(cluster.task_timeout()).await {
         tracing::warn!("not in contact with a cluster majority yet; not serving clients");
     }
-    files::write_api_info(
+    data_dir::write_api_info(
         &data_dir,
-        &files::ApiInfo {
+        &data_dir::ApiInfo {
             url: format!("http://{http_addr}"),
             pid: std::process::id(),
             node_id,
@@ -196,7 +196,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         s = stop.wait_for(|s| *s != Stop::Running) => s.map(|s| s.clone()).unwrap_or(Stop::Running),
     };
     tracing::info!(?why, "shutting down");
-    let _ = std::fs::remove_file(files::api_file(&data_dir));
+    let _ = std::fs::remove_file(data_dir::api_file(&data_dir));
     router.do_send(ShutdownSessions);
     // Give sessions a moment to write their stream errors, and an API caller its answer.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -205,12 +205,12 @@ pub async fn serve(settings: Settings) -> Result<()> {
     match why {
         Stop::Running => Ok(()),
         Stop::Left => {
-            files::wipe_raft(&data_dir)?;
+            data_dir::wipe_raft(&data_dir)?;
             tracing::info!("left the cluster; Raft data wiped (a restart makes a fresh node)");
             Ok(())
         }
         Stop::Rejoin { seed } => {
-            files::write_join_request(&data_dir, &seed)?;
+            data_dir::write_join_request(&data_dir, &seed)?;
             restart_self()
         }
     }

@@ -2,27 +2,31 @@
 //!
 //! Full JIDs bound on this node go straight to their session; everything else
 //! for a local account goes to that account's user actor, which applies the
-//! RFC 6121 delivery rules. The routing table itself lives in the replicated
-//! state machine; the router keeps only the handles of this node's sessions,
-//! and reacts to routing changes the state machine reports (a bind elsewhere
+//! RFC 6121 delivery rules; an account with no resource anywhere gets the RFC 6121
+//! 8.5 decision (`im::delivery`). The routing table itself lives in the replicated
+//! state machine; the router keeps only the handles of this node's sessions and user
+//! actors, and reacts to routing changes the state machine reports (a bind elsewhere
 //! that replaced one of ours ends ours with `<conflict/>`).
-
-pub mod messages;
+//!
+//! It knows no feature: block lists, carbons, offline storage and presence fan-out
+//! take part through the delivery hooks they register (`bus::hooks`), and user actors
+//! are started by the spawner the node hands it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use chorus_raft::{RaftNode, StateEvent, StateReader};
+use chorus_raft::{RaftNode, ReadError, StateEvent, StateReader};
 
+use crate::bus::hooks::{Hooks, Screen};
+use crate::bus::*;
 use crate::cluster::link::{LinkEvent, Outgoing};
 use crate::cluster::protocol::{PeerMessage, UserMessage};
 use crate::cluster::Cluster;
-use crate::user::{self, UserActor};
+use crate::im::delivery;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind, StreamErrorKind};
 use crate::xmpp::stanza;
-use messages::*;
 
 /// What a stream hears when a bind elsewhere replaced it.
 const REPLACED: &str = "replaced by a new connection";
@@ -35,19 +39,23 @@ pub struct Router {
     raft: Arc<RaftNode>,
     cluster: Arc<Cluster>,
     state: StateReader,
-    /// Where messages for accounts that cannot take them now go (XEP-0160).
-    offline: Option<tokio::sync::mpsc::Sender<crate::im::offline::ForLater>>,
-    offline_limit: u64,
+    hooks: Hooks,
+    spawn_user: UserSpawner,
     sessions: HashMap<String, SessionHandle>,
     /// Routes on this node with no live stream at the last sweep: unbound if still so at
     /// the next one (the grace covers a bind whose session has not registered yet).
     ghost_suspects: std::collections::HashSet<(String, String)>,
-    users: HashMap<String, (Addr<UserActor>, usize)>,
+    users: HashMap<String, (UserHandle, usize)>,
     stats: RouterStats,
 }
 
 impl Router {
-    pub fn new(cluster: Arc<Cluster>, domain: String, offline_limit: u64) -> Self {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        domain: String,
+        hooks: Hooks,
+        spawn_user: UserSpawner,
+    ) -> Self {
         let raft = cluster.raft.clone();
         Router {
             node_id: raft.node_id(),
@@ -55,8 +63,8 @@ impl Router {
             state: raft.state(),
             raft,
             cluster,
-            offline: None,
-            offline_limit,
+            hooks,
+            spawn_user,
             sessions: HashMap::new(),
             ghost_suspects: Default::default(),
             users: HashMap::new(),
@@ -64,10 +72,21 @@ impl Router {
         }
     }
 
-    /// Start the router and feed it the state machine's routing events.
-    pub fn start_with(cluster: Arc<Cluster>, domain: String, offline_limit: u64) -> Addr<Router> {
-        let raft = cluster.raft.clone();
-        let addr = Router::new(cluster.clone(), domain, offline_limit).start();
+    /// What features use to reach the router.
+    pub fn port(addr: &Addr<Router>) -> RouterPort {
+        RouterPort::new(
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+        )
+    }
+
+    /// Start the router in `ctx` (made first, so that the hooks and user actors it is
+    /// built from could be given its address) and feed it the state machine's routing
+    /// events.
+    pub fn start_in(ctx: Context<Router>, router: Router) -> Addr<Router> {
+        let (cluster, raft) = (router.cluster.clone(), router.raft.clone());
+        let addr = ctx.run(router);
         cluster.links.set_inbound(addr.clone().recipient());
         let mut serving = cluster.watch_serving();
         let (router, c) = (addr.clone(), cluster.clone());
@@ -110,7 +129,7 @@ impl Router {
         };
         let stanza_type = stanza
             .attr("type")
-            .unwrap_or(user::default_type(kind))
+            .unwrap_or(stanza::default_type(kind))
             .to_string();
         let Some(to) = stanza.attr("to").and_then(|t| jid::Jid::new(t).ok()) else {
             tracing::debug!("router got a stanza without a valid to; dropped");
@@ -125,34 +144,39 @@ impl Router {
             return;
         }
         let bare = to.to_bare().to_string();
-        // XEP-0191 3.3: checked before every local path (session, user actor, offline).
-        if let Some(verdict) = crate::xep::blocking::inbound(&self.state, &bare, &stanza, kind) {
-            if let crate::xep::blocking::Inbound::Bounce(_) = verdict {
-                self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable);
+        // Before every local path (session, user actor, offline store).
+        match self.hooks.screen(&bare, &stanza, kind) {
+            Ok(Screen::Pass) => {}
+            Ok(Screen::Drop(reason)) => {
+                tracing::debug!(to = %to, reason, "stanza dropped by a delivery hook");
+                return;
             }
-            return;
+            Ok(Screen::Bounce(reason)) => {
+                tracing::debug!(to = %to, reason, "stanza refused by a delivery hook");
+                return self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable);
+            }
+            Err(e) => return self.read_failed(ctx, &stanza, &e),
         }
         self.stats.routed += 1;
         if to.is_full() {
             if let Some(handle) = self.sessions.get(to.as_str()) {
-                if crate::xep::carbons::should_copy(&stanza).0 {
-                    if let Some((user, _)) = self.users.get(&bare) {
-                        user.do_send(Carbon {
-                            account: bare.clone(),
-                            full_jid: to.to_string(),
-                            direction: crate::xep::carbons::Direction::Received,
-                            stanza: stanza.clone(),
-                        });
+                if let Some((user, _)) = self.users.get(&bare) {
+                    for event in self.hooks.delivered(&bare, to.as_str(), &stanza) {
+                        user.do_send(event);
                     }
                 }
                 deliver_or_kick(handle, stanza);
                 return;
             }
             if !from_peer {
-                if let Some(route) = self.state.route(to.as_str()) {
-                    if route.node != self.node_id && self.forward(route.node, &stanza) {
-                        return;
+                match self.state.route(to.as_str()) {
+                    Ok(Some(route)) => {
+                        if route.node != self.node_id && self.forward(route.node, &stanza) {
+                            return;
+                        }
                     }
+                    Ok(None) => {}
+                    Err(e) => return self.read_failed(ctx, &stanza, &e),
                 }
             }
         }
@@ -164,7 +188,10 @@ impl Router {
         let remote_nodes = if from_peer || (local_user && !probe) {
             Vec::new()
         } else {
-            self.remote_nodes_of(&bare)
+            match self.remote_nodes_of(&bare) {
+                Ok(nodes) => nodes,
+                Err(e) => return self.read_failed(ctx, &stanza, &e),
+            }
         };
         if probe {
             for node in &remote_nodes {
@@ -172,11 +199,14 @@ impl Router {
             }
         }
         if let Some((user, _)) = self.users.get(&bare) {
-            user.do_send(user::ForUser {
-                stanza,
-                kind,
-                missing_resource: to.is_full(),
-            });
+            user.do_send(
+                ForUser {
+                    stanza,
+                    kind,
+                    missing_resource: to.is_full(),
+                }
+                .into(),
+            );
             return;
         }
         if probe && !remote_nodes.is_empty() {
@@ -188,26 +218,26 @@ impl Router {
                 return;
             }
         }
-        let decision = if self.state.user(&bare).is_none() {
-            crate::im::delivery::to_no_such_user(kind, &stanza_type)
+        let exists = match self.state.user(&bare) {
+            Ok(record) => record.is_some(),
+            Err(e) => return self.read_failed(ctx, &stanza, &e),
+        };
+        let decision = if !exists {
+            delivery::to_no_such_user(kind, &stanza_type)
         } else if to.is_full() {
-            crate::im::delivery::to_missing_resource(kind, &stanza_type, &[])
+            delivery::to_missing_resource(kind, &stanza_type, &[])
         } else {
-            crate::im::delivery::to_bare(kind, &stanza_type, &[])
+            delivery::to_bare(kind, &stanza_type, &[])
         };
         tracing::debug!(to = %to, ?decision, "delivery decision");
         match decision.0 {
-            crate::im::delivery::Verdict::Bounce(kind) => self.bounce(ctx, &stanza, kind),
-            crate::im::delivery::Verdict::Offline => {
-                let writer = self.offline_writer(ctx);
-                crate::im::offline::keep_for_later(
-                    &writer,
-                    &ctx.address().recipient(),
-                    &bare,
-                    stanza,
-                );
+            delivery::Verdict::Bounce(kind) => self.bounce(ctx, &stanza, kind),
+            delivery::Verdict::Offline => {
+                if let Some(stanza) = self.hooks.keep_for_later(&bare, stanza) {
+                    self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable);
+                }
             }
-            crate::im::delivery::Verdict::HandleForUser => {
+            delivery::Verdict::HandleForUser => {
                 self.bounce(ctx, &stanza, StanzaErrorKind::ServiceUnavailable)
             }
             _ => {}
@@ -222,7 +252,12 @@ impl Router {
             return;
         }
         let mut missing = std::collections::HashSet::new();
-        for (full_jid, route) in self.state.routes_on_node(self.node_id) {
+        let routes = match self.state.routes_on_node(self.node_id) {
+            Ok(routes) => routes,
+            // Nothing is unbound on a read that failed; the next sweep looks again.
+            Err(_) => return,
+        };
+        for (full_jid, route) in routes {
             let live = self
                 .sessions
                 .get(&full_jid)
@@ -247,10 +282,11 @@ impl Router {
     }
 
     /// The routing table routes this session's full JID to this very session.
-    fn holds_route(&self, handle: &SessionHandle) -> bool {
-        self.state
-            .route(&handle.full_jid)
-            .is_some_and(|r| r.node == self.node_id && r.session == handle.session_id)
+    fn holds_route(&self, handle: &SessionHandle) -> Result<bool, ReadError> {
+        Ok(self
+            .state
+            .route(&handle.full_jid)?
+            .is_some_and(|r| r.node == self.node_id && r.session == handle.session_id))
     }
 
     /// Sends a stanza to another node's router; false when the link cannot take it now.
@@ -267,17 +303,17 @@ impl Router {
     }
 
     /// Other nodes that hold routes of this account, smallest id first.
-    fn remote_nodes_of(&self, bare: &str) -> Vec<u64> {
+    fn remote_nodes_of(&self, bare: &str) -> Result<Vec<u64>, ReadError> {
         let mut nodes: Vec<u64> = self
             .state
-            .routes_of(bare)
+            .routes_of(bare)?
             .into_iter()
             .map(|(_, r)| r.node)
             .filter(|n| *n != self.node_id)
             .collect();
         nodes.sort_unstable();
         nodes.dedup();
-        nodes
+        Ok(nodes)
     }
 
     /// Sends a user-actor message to the other nodes holding that account's resources.
@@ -286,7 +322,11 @@ impl Router {
             user: user.to_string(),
             msg,
         };
-        for node in self.remote_nodes_of(user) {
+        let nodes = self.remote_nodes_of(user).unwrap_or_else(|e| {
+            tracing::error!(%user, error = %e, "routes unreadable; the account's other nodes not told");
+            Vec::new()
+        });
+        for node in nodes {
             let sent = self.cluster.links.send(node, peer.clone());
             tracing::trace!(node, %user, ?sent, "user message forwarded");
         }
@@ -315,12 +355,11 @@ impl Router {
     /// held the stream told its own local streams; every other node does this for its own.
     fn tell_local_contacts_gone(&self, full_jid: &str) {
         let user = bare_of(full_jid);
-        let roster = crate::im::roster::load(&self.state, &user);
-        let blocklist = crate::xep::blocking::load(&self.state, &user);
-        let mut audience: Vec<String> = crate::im::presence::broadcast_targets(&roster)
-            .into_iter()
-            .filter(|c| !crate::xep::blocking::blocked(&blocklist, c))
-            .collect();
+        let mut audience = self.hooks.gone_audience(&user).unwrap_or_else(|e| {
+            // Its contacts here miss this unavailable; they see it at their next login.
+            tracing::error!(jid = %full_jid, error = %e, "state read failed; contacts not told a stream ended");
+            Vec::new()
+        });
         audience.push(user.clone());
         let unavailable = Element::new("presence", crate::xmpp::ns::CLIENT)
             .with_attr("type", "unavailable")
@@ -329,26 +368,17 @@ impl Router {
             if let Some((actor, _)) = self.users.get(&contact) {
                 let mut copy = unavailable.clone();
                 copy.set_attr("to", contact.as_str());
-                actor.do_send(user::LocalPresence(copy));
+                actor.do_send(LocalPresence(copy).into());
             }
         }
     }
 
-    /// The node's offline writer, started with the router's first need for it.
-    fn offline_writer(
-        &mut self,
-        ctx: &mut Context<Self>,
-    ) -> tokio::sync::mpsc::Sender<crate::im::offline::ForLater> {
-        if self.offline.is_none() {
-            self.offline = Some(crate::im::offline::spawn_writer(
-                self.raft.clone(),
-                ctx.address().recipient(),
-                self.domain.clone(),
-                self.offline_limit,
-                self.cluster.settings.limits.offline_bytes,
-            ));
-        }
-        self.offline.clone().expect("just made")
+    /// A state read failed while deciding on this stanza: it is refused, never read as
+    /// "not blocked" or "no such user".
+    fn read_failed(&mut self, ctx: &mut Context<Self>, stanza: &Element, error: &ReadError) {
+        tracing::error!(error = %error, "state read failed; stanza refused");
+        self.stats.read_refusals += 1;
+        self.bounce(ctx, stanza, StanzaErrorKind::InternalServerError);
     }
 
     fn bounce(&mut self, ctx: &mut Context<Self>, stanza: &Element, kind: StanzaErrorKind) {
@@ -378,18 +408,6 @@ impl Router {
     }
 }
 
-/// Hand a stanza to a session; a session whose queue is full is too slow to
-/// keep up and is disconnected rather than allowed to grow without bound.
-pub fn deliver_or_kick(handle: &SessionHandle, stanza: Element) {
-    if let Err(SendError::Full(_)) = handle.deliver.try_send(Deliver(stanza)) {
-        tracing::warn!(jid = %handle.full_jid, "outbound queue full; disconnecting slow client");
-        handle.kick.do_send(Kick {
-            condition: StreamErrorKind::PolicyViolation,
-            text: Some("too many stanzas waiting to be written".into()),
-        });
-    }
-}
-
 impl Actor for Router {
     type Context = Context<Self>;
 
@@ -400,7 +418,7 @@ impl Actor for Router {
 
 impl Handler<Register> for Router {
     type Result = ();
-    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
         let handle = msg.0;
         let Ok(full) = jid::FullJid::new(&handle.full_jid) else {
             return;
@@ -410,10 +428,11 @@ impl Handler<Register> for Router {
         // event that ended the stream then found no session here to end, and it would
         // live on with no route (found by the chaos suite: two live streams of one full
         // JID).
-        if !self.holds_route(&handle) {
+        if !self.holds_route(&handle).unwrap_or(false) {
+            // A route that cannot be read is not taken as held: the client binds again.
             let (condition, text) = match self.state.route(&handle.full_jid) {
-                Some(_) => (StreamErrorKind::Conflict, REPLACED),
-                None => (StreamErrorKind::SystemShutdown, LOST_SESSION),
+                Ok(Some(_)) => (StreamErrorKind::Conflict, REPLACED),
+                Ok(None) | Err(_) => (StreamErrorKind::SystemShutdown, LOST_SESSION),
             };
             handle.kick.do_send(Kick {
                 condition,
@@ -441,17 +460,13 @@ impl Handler<Register> for Router {
                     .and_modify(|(_, n)| *n = n.saturating_sub(1));
             }
         }
-        let router = ctx.address().recipient();
-        let (cluster, writer) = (self.cluster.clone(), self.offline_writer(ctx));
-        let entry = self.users.entry(bare.clone()).or_insert_with(|| {
-            let local = ctx.address().recipient();
-            (
-                UserActor::new(bare, cluster, router, local, writer).start(),
-                0,
-            )
-        });
+        let spawn = self.spawn_user.clone();
+        let entry = self
+            .users
+            .entry(bare.clone())
+            .or_insert_with(|| (spawn(&bare), 0));
         entry.1 += 1;
-        entry.0.do_send(user::AddResource(handle));
+        entry.0.do_send(AddResource(handle).into());
     }
 }
 
@@ -475,13 +490,16 @@ impl Handler<Unregister> for Router {
         };
         let bare = full.to_bare().to_string();
         if let Some((user, count)) = self.users.get_mut(&bare) {
-            user.do_send(user::RemoveResource {
-                full_jid: msg.full_jid,
-                session_id: msg.session_id,
-            });
+            user.do_send(
+                RemoveResource {
+                    full_jid: msg.full_jid,
+                    session_id: msg.session_id,
+                }
+                .into(),
+            );
             *count = count.saturating_sub(1);
             if *count == 0 {
-                user.do_send(user::Stop);
+                user.do_send(Stop.into());
                 self.users.remove(&bare);
             }
         }
@@ -497,7 +515,7 @@ macro_rules! to_user_actor {
                 #[allow(clippy::redundant_closure_call)]
                 let user: String = ($user)(&msg);
                 if let Some((actor, _)) = self.users.get(&user) {
-                    actor.do_send(msg);
+                    actor.do_send(msg.into());
                 }
             }
         }
@@ -526,7 +544,7 @@ impl Handler<ToResources> for Router {
             },
         );
         if let Some((actor, _)) = self.users.get(&msg.user) {
-            actor.do_send(msg);
+            actor.do_send(msg.into());
         }
     }
 }
@@ -542,7 +560,7 @@ impl Handler<PresenceTo> for Router {
             },
         );
         if let Some((actor, _)) = self.users.get(&msg.user) {
-            actor.do_send(msg);
+            actor.do_send(msg.into());
         }
     }
 }
@@ -580,7 +598,7 @@ impl Router {
                 continue;
             };
             match stanza.name() {
-                "message" if !crate::xep::carbons::is_carbon(&stanza) => {
+                "message" if self.hooks.reroutable(&stanza) => {
                     again += 1;
                     self.route(ctx, stanza, false);
                 }
@@ -635,18 +653,24 @@ impl Router {
                             _ => Which::BlocklistInterested,
                         };
                         if let Some(stanza) = parse(xml) {
-                            actor.do_send(ToResources {
-                                user: user.clone(),
-                                which,
-                                stanza,
-                            });
+                            actor.do_send(
+                                ToResources {
+                                    user: user.clone(),
+                                    which,
+                                    stanza,
+                                }
+                                .into(),
+                            );
                         }
                     }
-                    UserMessage::PresenceTo { to, available } => actor.do_send(PresenceTo {
-                        user: user.clone(),
-                        to: to.clone(),
-                        available: *available,
-                    }),
+                    UserMessage::PresenceTo { to, available } => actor.do_send(
+                        PresenceTo {
+                            user: user.clone(),
+                            to: to.clone(),
+                            available: *available,
+                        }
+                        .into(),
+                    ),
                 }
             }
             // Resource state is kept by the link itself.
@@ -659,7 +683,7 @@ impl Handler<PresenceLocal> for Router {
     type Result = ();
     fn handle(&mut self, msg: PresenceLocal, _: &mut Context<Self>) {
         if let Some((actor, _)) = self.users.get(&msg.user) {
-            actor.do_send(user::LocalPresence(msg.stanza));
+            actor.do_send(LocalPresence(msg.stanza).into());
         }
     }
 }
@@ -677,12 +701,10 @@ impl Handler<DisconnectAll> for Router {
 }
 to_user_actor!(OwnPresence, |m: &OwnPresence| bare_of(&m.full_jid));
 to_user_actor!(Directed, |m: &Directed| bare_of(&m.full_jid));
-to_user_actor!(user::RosterInterest, |m: &user::RosterInterest| bare_of(
+to_user_actor!(RosterInterest, |m: &RosterInterest| bare_of(&m.full_jid));
+to_user_actor!(BlocklistInterest, |m: &BlocklistInterest| bare_of(
     &m.full_jid
 ));
-to_user_actor!(user::BlocklistInterest, |m: &user::BlocklistInterest| {
-    bare_of(&m.full_jid)
-});
 to_user_actor!(CarbonsEnabled, |m: &CarbonsEnabled| bare_of(&m.full_jid));
 to_user_actor!(Carbon, |m: &Carbon| m.account.clone());
 
@@ -741,12 +763,14 @@ impl Handler<Applied> for Router {
             }
             StateEvent::RoutesLost { node, routes } => self.routes_lost(node, routes),
             StateEvent::NodeDown { .. } | StateEvent::NodeUp { .. } => {}
-            StateEvent::Queued { user, queue, .. } if queue == crate::im::offline::QUEUE => {
+            StateEvent::Queued { user, queue, .. } => {
                 if let Some((actor, _)) = self.users.get(&user) {
-                    actor.do_send(user::OfflineQueued);
+                    for event in self.hooks.queued(&user, &queue) {
+                        actor.do_send(event);
+                    }
                 }
             }
-            StateEvent::DataChanged { .. } | StateEvent::Queued { .. } => {}
+            StateEvent::DataChanged { .. } => {}
             StateEvent::UserDeleted { user } => {
                 self.end_sessions_of(&user, None, "account deleted");
             }
@@ -788,7 +812,8 @@ impl Handler<Reconcile> for Router {
     type Result = ();
     fn handle(&mut self, _: Reconcile, _: &mut Context<Self>) {
         for handle in self.sessions.values() {
-            if !self.holds_route(handle) {
+            // Only a route known to be gone ends a stream here.
+            if self.holds_route(handle) == Ok(false) {
                 handle.kick.do_send(Kick {
                     condition: StreamErrorKind::Conflict,
                     text: Some(REPLACED.into()),

@@ -13,15 +13,16 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chorus_raft::RaftNode;
 
+use crate::bus::{
+    AddResource, BlocklistInterest, Carbon, CarbonsEnabled, Directed, ForUser, LocalPresence,
+    OfflineQueued, OwnPresence, PresenceLocal, PresenceTo, RemoveResource, RosterInterest,
+    RouteStanza, SessionHandle, Stop, ToResources, UserEvent, UserSpawner, Which,
+};
 use crate::cluster::link::Outgoing;
 use crate::cluster::protocol::{PeerMessage, ResourceState};
 use crate::cluster::Cluster;
 use crate::im::delivery::{self, ResourceView, Verdict};
 use crate::im::{offline, presence, roster};
-use crate::router::messages::{
-    Carbon, CarbonsEnabled, Directed, OwnPresence, PresenceLocal, PresenceTo, Probe, RouteStanza,
-    SessionHandle, ToResources, Which,
-};
 use crate::xep::carbons;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
@@ -152,7 +153,7 @@ impl UserActor {
     fn deliver_to(&self, full_jid: &str, mut stanza: Element) {
         if let Some(r) = self.resources.get(full_jid) {
             stanza.set_attr("to", full_jid);
-            crate::router::deliver_or_kick(&r.handle, stanza);
+            crate::bus::deliver_or_kick(&r.handle, stanza);
         }
     }
 
@@ -165,7 +166,7 @@ impl UserActor {
                 for target in &targets {
                     if let Some(r) = self.resources.get(target) {
                         // The copy keeps the `to` the sender used (RFC 6121 8.5.2.1.1).
-                        crate::router::deliver_or_kick(&r.handle, stanza.clone());
+                        crate::bus::deliver_or_kick(&r.handle, stanza.clone());
                         handed = true;
                     } else if let Some(r) = remote.iter().find(|r| &r.full_jid == target) {
                         // Whether any copy goes elsewhere than r's node: if r's node dies
@@ -203,7 +204,7 @@ impl UserActor {
         for (full, r) in &self.resources {
             if r.carbons && !except.contains(full) {
                 let carbon = carbons::wrap(direction, &self.bare, full, stanza);
-                crate::router::deliver_or_kick(&r.handle, carbon);
+                crate::bus::deliver_or_kick(&r.handle, carbon);
             }
         }
         for r in self.remote() {
@@ -239,13 +240,21 @@ impl UserActor {
         local_only: bool,
     ) {
         let state = self.raft.state();
-        let roster = roster::load(&state, &self.bare);
         // XEP-0191 3.3: a blocked contact keeps the unavailable presence it got on block.
-        let blocklist = crate::xep::blocking::load(&state, &self.bare);
-        for contact in presence::broadcast_targets(&roster)
-            .into_iter()
-            .filter(|c| !crate::xep::blocking::blocked(&blocklist, c))
-        {
+        let contacts = roster::load(&state, &self.bare).and_then(|roster| {
+            let blocklist = crate::xep::blocking::load(&state, &self.bare)?;
+            Ok(presence::broadcast_targets(&roster)
+                .into_iter()
+                .filter(|c| !crate::xep::blocking::blocked(&blocklist, c))
+                .collect::<Vec<_>>())
+        });
+        // Unreadable: no contact hears it (it could be one the user blocked); the user's
+        // own streams still do.
+        let contacts = contacts.unwrap_or_else(|e| {
+            tracing::error!(user = %self.bare, error = %e, "state read failed; presence not broadcast to contacts");
+            Vec::new()
+        });
+        for contact in contacts {
             let mut copy = stanza.clone();
             copy.set_attr("from", from_full);
             copy.set_attr("to", contact.as_str());
@@ -289,7 +298,12 @@ impl UserActor {
 
     /// What happens once a resource becomes available for the first time.
     fn initial_presence(&mut self, ctx: &mut Context<Self>, full_jid: &str) {
-        let roster = roster::load(&self.raft.state(), &self.bare);
+        let roster = roster::load(&self.raft.state(), &self.bare).unwrap_or_else(|e| {
+            // No probes and no waiting requests this time: the contacts' presence still
+            // arrives as they change it, and the requests at the next login.
+            tracing::error!(user = %self.bare, error = %e, "roster unreadable at initial presence");
+            roster::Roster::default()
+        });
         // RFC 6121 4.3: the server probes the contacts the user is subscribed to.
         for contact in presence::probe_targets(&roster) {
             self.router
@@ -300,7 +314,7 @@ impl UserActor {
         if let Some(r) = self.resources.get(full_jid) {
             for xml in roster.pending_in.values() {
                 if let Ok(request) = Element::from_xml(xml) {
-                    crate::router::deliver_or_kick(&r.handle, request);
+                    crate::bus::deliver_or_kick(&r.handle, request);
                 }
             }
         }
@@ -403,32 +417,53 @@ impl Actor for UserActor {
     type Context = Context<Self>;
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AddResource(pub SessionHandle);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RemoveResource {
-    pub full_jid: String,
-    pub session_id: String,
+/// How the router starts the actor of a user who just came online on this node.
+pub fn spawner(
+    cluster: Arc<Cluster>,
+    router: Recipient<RouteStanza>,
+    local: Recipient<PresenceLocal>,
+    offline: tokio::sync::mpsc::Sender<offline::ForLater>,
+) -> UserSpawner {
+    Arc::new(move |bare: &str| {
+        UserActor::new(
+            bare.to_string(),
+            cluster.clone(),
+            router.clone(),
+            local.clone(),
+            offline.clone(),
+        )
+        .start()
+        .recipient()
+    })
 }
 
-/// A stanza for this user that the router could not hand to one session.
-#[derive(Message)]
+/// A server-made probe (RFC 6121 4.3): `requester` wants this user's presence.
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct ForUser {
-    pub stanza: Element,
-    pub kind: StanzaKind,
-    /// `true`: addressed to a full JID whose resource is not (or no longer) here.
-    pub missing_resource: bool,
+struct Probe {
+    requester: String,
 }
 
-/// This resource asked for the roster: it gets roster pushes from now on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RosterInterest {
-    pub full_jid: String,
+impl Handler<UserEvent> for UserActor {
+    type Result = ();
+    fn handle(&mut self, event: UserEvent, ctx: &mut Context<Self>) {
+        match event {
+            UserEvent::AddResource(m) => Handler::handle(self, m, ctx),
+            UserEvent::RemoveResource(m) => Handler::handle(self, m, ctx),
+            UserEvent::ForUser(m) => Handler::handle(self, m, ctx),
+            UserEvent::OwnPresence(m) => Handler::handle(self, m, ctx),
+            UserEvent::Directed(m) => Handler::handle(self, m, ctx),
+            UserEvent::PresenceTo(m) => Handler::handle(self, m, ctx),
+            UserEvent::ToResources(m) => Handler::handle(self, m, ctx),
+            UserEvent::RosterInterest(m) => Handler::handle(self, m, ctx),
+            UserEvent::BlocklistInterest(m) => Handler::handle(self, m, ctx),
+            UserEvent::CarbonsEnabled(m) => Handler::handle(self, m, ctx),
+            UserEvent::Carbon(m) => Handler::handle(self, m, ctx),
+            UserEvent::LocalPresence(m) => Handler::handle(self, m, ctx),
+            UserEvent::OfflineQueued(m) => Handler::handle(self, m, ctx),
+            UserEvent::Stop(m) => Handler::handle(self, m, ctx),
+        }
+    }
 }
 
 impl Handler<AddResource> for UserActor {
@@ -528,8 +563,10 @@ impl Handler<Directed> for UserActor {
 impl Handler<Probe> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: Probe, _: &mut Context<Self>) {
-        // Only a subscriber gets an answer (RFC 6121 4.3.2).
-        let roster = roster::load(&self.raft.state(), &self.bare);
+        // Only a subscriber gets an answer (RFC 6121 4.3.2): unreadable, no one does.
+        let Ok(roster) = roster::load(&self.raft.state(), &self.bare) else {
+            return;
+        };
         let requester_bare = jid::Jid::new(&msg.requester)
             .map(|j| j.to_bare().to_string())
             .unwrap_or_default();
@@ -587,13 +624,6 @@ impl Handler<ToResources> for UserActor {
     }
 }
 
-/// This resource asked for the block list: it gets block list pushes from now on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct BlocklistInterest {
-    pub full_jid: String,
-}
-
 impl Handler<BlocklistInterest> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: BlocklistInterest, _: &mut Context<Self>) {
@@ -617,16 +647,13 @@ impl Handler<ForUser> for UserActor {
     fn handle(&mut self, msg: ForUser, ctx: &mut Context<Self>) {
         if msg.kind == StanzaKind::Presence && msg.stanza.attr("type") == Some("probe") {
             let requester = msg.stanza.attr("from").unwrap_or_default().to_string();
-            let probe = Probe {
-                contact: self.bare.clone(),
-                requester,
-            };
+            let probe = Probe { requester };
             return <Self as Handler<Probe>>::handle(self, probe, ctx);
         }
         let stanza_type = msg
             .stanza
             .attr("type")
-            .unwrap_or(default_type(msg.kind))
+            .unwrap_or(stanza::default_type(msg.kind))
             .to_string();
         let views = self.views();
         let decision = if msg.missing_resource {
@@ -655,12 +682,6 @@ impl Handler<Carbon> for UserActor {
     }
 }
 
-/// Presence for this node's available resources only: every node sends its own copy
-/// (a crashed node's users going unavailable).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct LocalPresence(pub Element);
-
 impl Handler<LocalPresence> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: LocalPresence, _: &mut Context<Self>) {
@@ -676,11 +697,6 @@ impl Handler<LocalPresence> for UserActor {
     }
 }
 
-/// A message for this user was stored offline (the state machine said so).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct OfflineQueued;
-
 impl Handler<OfflineQueued> for UserActor {
     type Result = ();
     fn handle(&mut self, _: OfflineQueued, ctx: &mut Context<Self>) {
@@ -688,22 +704,9 @@ impl Handler<OfflineQueued> for UserActor {
     }
 }
 
-/// Stop once the router has no more resources for this user.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Stop;
-
 impl Handler<Stop> for UserActor {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-pub fn default_type(kind: StanzaKind) -> &'static str {
-    match kind {
-        StanzaKind::Message => "normal",
-        StanzaKind::Presence => "available",
-        StanzaKind::Iq => "",
     }
 }

@@ -44,13 +44,16 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chorus_raft::{Command, CommandResult, RaftError, RaftNode, StateReader};
+use chorus_raft::{Command, CommandResult, RaftError, RaftNode, ReadError, StateReader};
 
 use super::{result_for, Answer, Caller, IqFeature, Target};
+use crate::bus::hooks::{DeliveryHook, Screen};
+use crate::bus::{PresenceTo, SessionFlag, ToResources, Which};
 use crate::im::roster;
-use crate::router::messages::{PresenceTo, SessionFlag, ToResources, Which};
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, error_reply_with_type, ErrorType, StanzaErrorKind};
+use crate::xmpp::error::{
+    error_reply, error_reply_with_type, unreadable_state, ErrorType, StanzaErrorKind,
+};
 use crate::xmpp::ns;
 use crate::xmpp::stanza::StanzaKind;
 
@@ -63,12 +66,27 @@ pub const KIND: &str = "blocklist";
 const MAX_ATTEMPTS: usize = 16;
 
 /// The account's block list, read from the local replica.
-pub fn load(state: &StateReader, user: &str) -> BTreeSet<String> {
-    state
-        .data_all(user, KIND)
+pub fn load(state: &StateReader, user: &str) -> Result<BTreeSet<String>, ReadError> {
+    Ok(state
+        .data_all(user, KIND)?
         .into_iter()
         .map(|(key, _)| key)
-        .collect()
+        .collect())
+}
+
+/// The item of `user`'s block list that blocks `from`, if one does: a point lookup of each
+/// of at most three candidate keys, not a read of the whole list. A JID that does not
+/// parse matches nothing.
+pub fn lookup(state: &StateReader, user: &str, from: &str) -> Result<Option<String>, ReadError> {
+    let Ok(from) = jid::Jid::new(from) else {
+        return Ok(None);
+    };
+    for key in candidates(&from) {
+        if state.data(user, KIND, &key)?.is_some() {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
 }
 
 /// The keys of a block list that can match `from` (XEP-0016 2.1): the JID
@@ -101,8 +119,8 @@ pub fn blocked(blocklist: &BTreeSet<String>, from_jid: &str) -> bool {
 }
 
 /// Whether `user`'s block list (in the local replica) blocks `from`.
-pub fn is_blocked(state: &StateReader, user: &str, from: &str) -> bool {
-    blocked(&load(state, user), from)
+pub fn is_blocked(state: &StateReader, user: &str, from: &str) -> Result<bool, ReadError> {
+    Ok(lookup(state, user, from)?.is_some())
 }
 
 /// What becomes of a stanza for a user from a JID the user blocked (section 3.3).
@@ -135,13 +153,44 @@ pub fn inbound(
     user: &str,
     stanza: &Element,
     kind: StanzaKind,
-) -> Option<Inbound> {
-    let from = stanza.attr("from")?;
-    let list = load(state, user);
-    let item = matching_item(&list, from)?;
+) -> Result<Option<Inbound>, ReadError> {
+    let Some(from) = stanza.attr("from") else {
+        return Ok(None);
+    };
+    let Some(item) = lookup(state, user, from)? else {
+        return Ok(None);
+    };
     let verdict = inbound_rule(kind, stanza.attr("type"));
     tracing::debug!(%user, %from, %item, ?verdict, "stanza from a blocked JID");
-    Some(verdict)
+    Ok(Some(verdict))
+}
+
+/// The router's part (section 3.3): a stanza from a blocked JID is dropped or bounced
+/// before any local path, and a user's stream ending elsewhere is not told to the JIDs
+/// the user blocked.
+pub struct BlockingHook {
+    pub state: StateReader,
+}
+
+impl DeliveryHook for BlockingHook {
+    fn screen(
+        &self,
+        to_bare: &str,
+        stanza: &Element,
+        kind: StanzaKind,
+    ) -> Result<Screen, ReadError> {
+        Ok(match inbound(&self.state, to_bare, stanza, kind)? {
+            None => Screen::Pass,
+            Some(Inbound::Drop(reason)) => Screen::Drop(reason),
+            Some(Inbound::Bounce(reason)) => Screen::Bounce(reason),
+        })
+    }
+
+    fn gone_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
+        let list = load(&self.state, user)?;
+        audience.retain(|c| !blocked(&list, c));
+        Ok(())
+    }
 }
 
 /// What becomes of a stanza a user sends to a JID the user blocked (section 3.3).
@@ -179,9 +228,11 @@ pub fn outbound(
     if to.to_bare().as_str() == user {
         return Outbound::Send;
     }
-    let list = load(state, user);
-    let Some(item) = matching_item(&list, to.as_str()) else {
-        return Outbound::Send;
+    let item = match lookup(state, user, to.as_str()) {
+        Ok(Some(item)) => item,
+        Ok(None) => return Outbound::Send,
+        // Not sent: the user may have blocked this JID.
+        Err(_) => return Outbound::Refuse(unreadable_state(stanza)),
     };
     let verdict = match outbound_rule(kind, stanza.attr("type")) {
         Some(Ok(())) => Outbound::Send,
@@ -388,7 +439,10 @@ fn get(iq: &Element, caller: &Arc<Caller>) -> Element {
     // Section 3.3: pushes go to the resources that asked for the list.
     caller.session.do_send(SessionFlag::BlocklistInterest);
     let mut list = Element::new("blocklist", NS);
-    for jid in load(&caller.raft.state(), &caller.bare_jid) {
+    let Ok(items) = load(&caller.raft.state(), &caller.bare_jid) else {
+        return unreadable_state(iq);
+    };
+    for jid in items {
         list.append_child(Element::new("item", NS).with_attr("jid", jid));
     }
     result_for(iq).with_child(list)
@@ -408,8 +462,14 @@ async fn set(iq: Element, action: Action, caller: Arc<Caller>) -> Element {
         which: Which::BlocklistInterested,
         stanza: push_stanza(&action, version),
     });
-    let contacts =
-        crate::im::presence::broadcast_targets(&roster::load(&caller.raft.state(), user));
+    let contacts = match roster::load(&caller.raft.state(), user) {
+        Ok(roster) => crate::im::presence::broadcast_targets(&roster),
+        Err(e) => {
+            // The list changed; only the presence it would have sent or withdrawn is missed.
+            tracing::error!(%user, error = %e, "roster unreadable; no presence changes for a block list change");
+            Vec::new()
+        }
+    };
     let (now_blocked, now_unblocked) = presence_changes(&contacts, &before, &after);
     for (contacts, available) in [(now_blocked, false), (now_unblocked, true)] {
         for to in contacts {
@@ -445,8 +505,15 @@ async fn commit(
         let state = raft.state();
         // The version is read before the list: a write between the two reads
         // then fails the compare-and-set instead of being overwritten.
-        let version = state.data_version(user, KIND);
-        let before = load(&state, user);
+        let unreadable = |_| {
+            (
+                StanzaErrorKind::InternalServerError,
+                ErrorType::Wait,
+                "the server could not read the block list; try again".to_string(),
+            )
+        };
+        let version = state.data_version(user, KIND).map_err(unreadable)?;
+        let before = load(&state, user).map_err(unreadable)?;
         let plan = plan(action, &before, limit).map_err(|(kind, text)| {
             let error_type = kind.default_type();
             (kind, error_type, text)

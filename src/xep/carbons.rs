@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use super::{payload, result_for, Answer, Caller, IqFeature, Target};
-use crate::router::messages::SessionFlag;
+use crate::bus::hooks::DeliveryHook;
+use crate::bus::{Carbon, SessionFlag, UserEvent};
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind};
 use crate::xmpp::ns;
@@ -77,10 +78,30 @@ pub fn is_carbon(message: &Element) -> bool {
 }
 
 /// Which way the copied message went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Sent,
-    Received,
+pub use crate::bus::CarbonDirection as Direction;
+
+/// The router's part: a message handed to one stream of an account is copied to the
+/// account's other streams that enabled carbons (by its user actor), and a copy a peer
+/// did not take is not routed anew (the account has the original).
+pub struct CarbonsHook;
+
+impl DeliveryHook for CarbonsHook {
+    fn delivered(&self, account: &str, full_jid: &str, stanza: &Element) -> Option<UserEvent> {
+        let (copy, reason) = should_copy(stanza);
+        tracing::trace!(%full_jid, copy, reason, "carbons");
+        copy.then(|| {
+            UserEvent::Carbon(Carbon {
+                account: account.to_string(),
+                full_jid: full_jid.to_string(),
+                direction: Direction::Received,
+                stanza: stanza.clone(),
+            })
+        })
+    }
+
+    fn reroutable(&self, stanza: &Element) -> bool {
+        !(stanza.name() == "message" && is_carbon(stanza))
+    }
 }
 
 /// The carbon for one stream: from the account's bare JID, wrapping the

@@ -26,13 +26,13 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chorus_raft::{Command, RaftNode};
+use chorus_raft::{Command, RaftNode, ReadError};
 use serde::{Deserialize, Serialize};
 
 use super::{result_for, Answer, Caller, IqFeature, Target};
 use crate::im::roster;
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, StanzaErrorKind};
+use crate::xmpp::error::{error_reply, unreadable_state, StanzaErrorKind};
 
 pub const NS: &str = "jabber:iq:last";
 const KIND: &str = "last";
@@ -80,11 +80,13 @@ pub fn record_logout(raft: &Arc<RaftNode>, user: &str, status: Option<String>) {
     });
 }
 
-fn read_logout(raft: &RaftNode, user: &str) -> Option<Logout> {
-    let bytes = raft.state().data(user, KIND, KEY)?;
-    serde_json::from_slice(&bytes)
+fn read_logout(raft: &RaftNode, user: &str) -> Result<Option<Logout>, ReadError> {
+    let Some(bytes) = raft.state().data(user, KIND, KEY)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes)
         .map_err(|error| tracing::error!(%user, %error, "stored last logout does not parse"))
-        .ok()
+        .ok())
 }
 
 /// What the server knows of the account asked about.
@@ -151,21 +153,26 @@ impl IqFeature for LastActivity {
             Target::Account(user) => user.as_str(),
         };
         let state = caller.raft.state();
-        let exists = state.user(account).is_some();
-        let may_see_presence = account == caller.bare_jid
-            || roster::load(&state, account)
-                .items
-                .get(&caller.bare_jid)
-                .is_some_and(|item| item.subscription.has_from());
-        let view = AccountView {
-            exists,
-            may_see_presence,
-            online: exists && !state.routes_of(account).is_empty(),
-            logout: if exists && may_see_presence {
-                read_logout(&caller.raft, account)
-            } else {
-                None
-            },
+        let view = (|| -> Result<AccountView, ReadError> {
+            let exists = state.user(account)?.is_some();
+            let may_see_presence = account == caller.bare_jid
+                || roster::load(&state, account)?
+                    .items
+                    .get(&caller.bare_jid)
+                    .is_some_and(|item| item.subscription.has_from());
+            Ok(AccountView {
+                exists,
+                may_see_presence,
+                online: exists && !state.routes_of(account)?.is_empty(),
+                logout: if exists && may_see_presence {
+                    read_logout(&caller.raft, account)?
+                } else {
+                    None
+                },
+            })
+        })();
+        let Ok(view) = view else {
+            return Some(Answer::Now(unreadable_state(iq)));
         };
         let verdict = decide(&view, unix_now());
         tracing::debug!(jid = %caller.full_jid, %account, ?verdict, "last activity");

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use super::{result_for, stored, Answer, Caller, IqFeature, Target};
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, StanzaErrorKind};
+use crate::xmpp::error::{error_reply, unreadable_state, StanzaErrorKind};
 
 pub const NS: &str = "jabber:iq:private";
 const KIND: &str = "private";
@@ -155,19 +155,19 @@ impl IqFeature for Private {
         tracing::debug!(jid = %caller.full_jid, verdict = %summary(&verdict), "private XML");
         match verdict {
             Verdict::Read { key, asked } => {
-                let item =
-                    stored::read(&caller.raft, &caller.bare_jid, KIND, &key).unwrap_or(asked);
+                let item = match stored::read(&caller.raft, &caller.bare_jid, KIND, &key) {
+                    Ok(item) => item.unwrap_or(asked),
+                    Err(_) => return Some(Answer::Now(unreadable_state(iq))),
+                };
                 let body = Element::new("query", NS).with_child(item);
                 Some(Answer::Now(result_for(iq).with_child(body)))
             }
             Verdict::Write { deletes, puts } => {
-                let held: std::collections::BTreeSet<String> = caller
-                    .raft
-                    .state()
-                    .data_all(&caller.bare_jid, KIND)
-                    .into_iter()
-                    .map(|(k, _)| k)
-                    .collect();
+                let held: std::collections::BTreeSet<String> =
+                    match caller.raft.state().data_all(&caller.bare_jid, KIND) {
+                        Ok(all) => all.into_iter().map(|(k, _)| k).collect(),
+                        Err(_) => return Some(Answer::Now(unreadable_state(iq))),
+                    };
                 let after = held
                     .iter()
                     .filter(|k| !deletes.contains(k))

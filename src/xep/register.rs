@@ -29,7 +29,9 @@ use crate::auth::pool::{hash_password, HashPool};
 use crate::config::Settings;
 use crate::rate::Rates;
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, error_reply_with_type, ErrorType, StanzaErrorKind};
+use crate::xmpp::error::{
+    error_reply, error_reply_with_type, unreadable_state, ErrorType, StanzaErrorKind,
+};
 use crate::xmpp::ns;
 
 pub const NS: &str = "jabber:iq:register";
@@ -218,8 +220,10 @@ async fn create(who: &Newcomer<'_>, iq: &Element, user: String, password: String
         )
     };
     // Spares the PBKDF2 work for a name that is plainly taken; the command checks again.
-    if raft.state().user(&user).is_some() {
-        return conflict();
+    match raft.state().user(&user) {
+        Ok(Some(_)) => return conflict(),
+        Ok(None) => {}
+        Err(_) => return unreadable_state(iq),
     }
     let record = match user_record(who.settings, who.hashing, password).await {
         Ok(record) => record,

@@ -16,17 +16,24 @@ use crate::xmpp::error::{error_reply, error_reply_with_type, ErrorType, StanzaEr
 
 /// The stored element, parsed back. A value that no longer parses is logged
 /// and read as absent: the client can then store it again, which an error
-/// would not let it do.
-pub fn read(raft: &RaftNode, user: &str, kind: &str, key: &str) -> Option<Element> {
-    let bytes = raft.state().data(user, kind, key)?;
+/// would not let it do. A storage error is an error.
+pub fn read(
+    raft: &RaftNode,
+    user: &str,
+    kind: &str,
+    key: &str,
+) -> Result<Option<Element>, chorus_raft::ReadError> {
+    let Some(bytes) = raft.state().data(user, kind, key)? else {
+        return Ok(None);
+    };
     let parsed = std::str::from_utf8(&bytes)
         .map_err(|e| e.to_string())
         .and_then(|xml| Element::from_xml(xml).map_err(|e| e.to_string()));
     match parsed {
-        Ok(el) => Some(el),
+        Ok(el) => Ok(Some(el)),
         Err(error) => {
             tracing::error!(user, kind, key, %error, "stored XML does not parse; answering as if absent");
-            None
+            Ok(None)
         }
     }
 }

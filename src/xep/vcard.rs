@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use super::{result_for, stored, Answer, Caller, IqFeature, Target};
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, StanzaErrorKind};
+use crate::xmpp::error::{error_reply, unreadable_state, StanzaErrorKind};
 
 pub const NS: &str = "vcard-temp";
 const KIND: &str = "vcard";
@@ -89,7 +89,10 @@ impl IqFeature for VCard {
         let vcard = iq.get_child("vCard", NS)?;
         let ty = iq.attr("type").unwrap_or_default();
         let exists = match target {
-            Target::Account(user) => caller.raft.state().user(user).is_some(),
+            Target::Account(user) => match caller.raft.state().user(user) {
+                Ok(record) => record.is_some(),
+                Err(_) => return Some(Answer::Now(unreadable_state(iq))),
+            },
             _ => true,
         };
         let xml = if ty == "set" {
@@ -102,8 +105,10 @@ impl IqFeature for VCard {
         tracing::debug!(jid = %caller.full_jid, ?verdict, "vcard-temp");
         match verdict {
             Verdict::Read(owner) => {
-                let card = stored::read(&caller.raft, owner, KIND, KEY)
-                    .unwrap_or_else(|| Element::new("vCard", NS));
+                let card = match stored::read(&caller.raft, owner, KIND, KEY) {
+                    Ok(card) => card.unwrap_or_else(|| Element::new("vCard", NS)),
+                    Err(_) => return Some(Answer::Now(unreadable_state(iq))),
+                };
                 Some(Answer::Now(result_for(iq).with_child(card)))
             }
             Verdict::Write => {

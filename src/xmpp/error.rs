@@ -235,6 +235,18 @@ pub fn stanza_error_condition(stanza: &Element) -> Option<(StanzaErrorKind, Opti
     Some((kind, error.attr("type").and_then(ErrorType::from_name)))
 }
 
+/// The answer to a stanza whose handling needed state the server could not read (a
+/// storage error): `internal-server-error` of type `wait`, since a retry may succeed.
+/// Never an answer that pretends the state was empty.
+pub fn unreadable_state(stanza: &Element) -> Element {
+    error_reply_with_type(
+        stanza,
+        StanzaErrorKind::InternalServerError,
+        ErrorType::Wait,
+        Some("the server could not read its state; try again"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

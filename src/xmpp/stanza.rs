@@ -68,6 +68,15 @@ pub fn available_presence_from(stanza: &Element) -> Option<&str> {
     stanza.attr("from")
 }
 
+/// The `type` a stanza without one has (RFC 6120 8.2.3, RFC 6121 4.7.1, 5.2.2).
+pub fn default_type(kind: StanzaKind) -> &'static str {
+    match kind {
+        StanzaKind::Message => "normal",
+        StanzaKind::Presence => "available",
+        StanzaKind::Iq => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

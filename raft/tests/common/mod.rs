@@ -141,13 +141,13 @@ pub struct Dump {
 pub fn dump(reader: &StateReader) -> Dump {
     let mut data = Vec::new();
     let mut queues = Vec::new();
-    for user in reader.users() {
-        for (kind, version) in reader.data_kinds(&user) {
-            let items = reader.data_all(&user, &kind);
+    for user in reader.users().unwrap() {
+        for (kind, version) in reader.data_kinds(&user).unwrap() {
+            let items = reader.data_all(&user, &kind).unwrap();
             data.push((user.clone(), kind, version, items));
         }
-        for (queue, meta) in reader.queues_of(&user) {
-            let items = reader.queue(&user, &queue, 0, usize::MAX);
+        for (queue, meta) in reader.queues_of(&user).unwrap() {
+            let items = reader.queue(&user, &queue, 0, usize::MAX).unwrap();
             queues.push((user.clone(), queue, meta, items));
         }
     }
@@ -156,14 +156,15 @@ pub fn dump(reader: &StateReader) -> Dump {
         queues,
         users: reader
             .users()
+            .unwrap()
             .into_iter()
             .map(|u| {
-                let r = reader.user(&u).expect("listed user has a record");
+                let r = reader.user(&u).unwrap().expect("listed user has a record");
                 (u, r)
             })
             .collect(),
-        routes: reader.routes(),
-        settings: reader.settings(),
+        routes: reader.routes().unwrap(),
+        settings: reader.settings().unwrap(),
     }
 }
 

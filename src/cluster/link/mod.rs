@@ -392,12 +392,13 @@ impl LinkTask {
         }
     }
 
-    /// Whether the replicated state says the peer is down.
+    /// Whether the replicated state says the peer is down (unreadable: not known to be,
+    /// so what it holds is kept for a later look rather than given back).
     fn declared_down(&self) -> bool {
         self.raft
             .state()
             .setting(&chorus_raft::node_down_key(self.peer))
-            .is_some()
+            .is_ok_and(|s| s.is_some())
     }
 
     /// Runs one connection until it fails, is replaced, or its peer is declared down while

@@ -1,12 +1,14 @@
-//! The messages that cross between sessions, user actors and the router.
+//! The messages that cross between sessions, user actors, features and the router.
 //!
-//! They carry actix `Recipient`s, not concrete actor types, so that features
-//! and sessions depend on the router and not the other way round.
+//! They carry actix `Recipient`s, never concrete actor types, so that no part needs to
+//! name another's actor to talk to it.
 
 use actix::prelude::*;
 
+use super::session::SessionHandle;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::StreamErrorKind;
+use crate::xmpp::stanza::StanzaKind;
 
 /// A stanza for one client stream to write out.
 #[derive(Message, Clone, Debug)]
@@ -19,25 +21,6 @@ pub struct Deliver(pub Element);
 pub struct Kick {
     pub condition: StreamErrorKind,
     pub text: Option<String>,
-}
-
-/// How the router and user actors reach one bound client stream.
-#[derive(Clone)]
-pub struct SessionHandle {
-    pub full_jid: String,
-    pub session_id: String,
-    pub deliver: Recipient<Deliver>,
-    pub kick: Recipient<Kick>,
-    pub batch: Recipient<DeliverBatch>,
-}
-
-impl std::fmt::Debug for SessionHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionHandle")
-            .field("full_jid", &self.full_jid)
-            .field("session_id", &self.session_id)
-            .finish()
-    }
 }
 
 /// A stream has bound a resource and can receive stanzas.
@@ -92,6 +75,8 @@ pub struct RouterStats {
     pub online_users: usize,
     pub routed: u64,
     pub bounced: u64,
+    /// Stanzas refused because a state read they depended on failed.
+    pub read_refusals: u64,
 }
 
 /// A per-stream switch a feature sets on the sender's own session.
@@ -156,14 +141,6 @@ pub struct Directed {
     pub available: bool,
 }
 
-/// A server-made probe (RFC 6121 4.3): `requester` wants `contact`'s presence.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Probe {
-    pub contact: String,
-    pub requester: String,
-}
-
 /// Stanzas written to one stream in order, with back-pressure: the answer
 /// (true) comes once all of them are written to the socket, false if the
 /// stream ended first (offline delivery, XEP-0160).
@@ -187,6 +164,122 @@ pub struct Carbon {
     pub account: String,
     /// The stream that sent or received the original; it gets no copy.
     pub full_jid: String,
-    pub direction: crate::xep::carbons::Direction,
+    pub direction: CarbonDirection,
     pub stanza: Element,
 }
+
+/// XEP-0280: which way the message a carbon copies went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarbonDirection {
+    /// One of the account's streams sent it.
+    Sent,
+    /// One of the account's streams received it.
+    Received,
+}
+
+/// A stream bound a resource of this user on this node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddResource(pub SessionHandle);
+
+/// A stream of this user on this node ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveResource {
+    pub full_jid: String,
+    pub session_id: String,
+}
+
+/// A stanza for this user that the router could not hand to one session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForUser {
+    pub stanza: Element,
+    pub kind: StanzaKind,
+    /// `true`: addressed to a full JID whose resource is not (or no longer) here.
+    pub missing_resource: bool,
+}
+
+/// This resource asked for the roster: it gets roster pushes from now on.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RosterInterest {
+    pub full_jid: String,
+}
+
+/// This resource asked for the block list: it gets block list pushes from now on.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct BlocklistInterest {
+    pub full_jid: String,
+}
+
+/// Presence for this node's available resources only: every node sends its own copy
+/// (a crashed node's users going unavailable).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LocalPresence(pub Element);
+
+/// A message for this user was stored offline (the state machine said so).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OfflineQueued;
+
+/// Stop once the router has no more resources for this user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Everything the router hands to the actor of one online user (one `Recipient` for all,
+/// so that the router needs to know nothing of the actor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum UserEvent {
+    AddResource(AddResource),
+    RemoveResource(RemoveResource),
+    ForUser(ForUser),
+    OwnPresence(OwnPresence),
+    Directed(Directed),
+    PresenceTo(PresenceTo),
+    ToResources(ToResources),
+    RosterInterest(RosterInterest),
+    BlocklistInterest(BlocklistInterest),
+    CarbonsEnabled(CarbonsEnabled),
+    Carbon(Carbon),
+    LocalPresence(LocalPresence),
+    OfflineQueued(OfflineQueued),
+    Stop(Stop),
+}
+
+macro_rules! user_event_from {
+    ($($variant:ident),*) => {
+        $(impl From<$variant> for UserEvent {
+            fn from(m: $variant) -> UserEvent {
+                UserEvent::$variant(m)
+            }
+        })*
+    };
+}
+user_event_from!(
+    AddResource,
+    RemoveResource,
+    ForUser,
+    OwnPresence,
+    Directed,
+    PresenceTo,
+    ToResources,
+    RosterInterest,
+    BlocklistInterest,
+    CarbonsEnabled,
+    Carbon,
+    LocalPresence,
+    OfflineQueued,
+    Stop
+);
+
+/// How the router reaches one online user's actor.
+pub type UserHandle = actix::Recipient<UserEvent>;
+
+/// Starts the actor of a user who just came online here (the node passes the router
+/// one, so that the router never names the actor).
+pub type UserSpawner = std::sync::Arc<dyn Fn(&str) -> UserHandle + Send + Sync>;

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use super::{payload, result_for, Answer, Caller, IqFeature, Target, SERVER_FEATURES};
+use super::SERVER_FEATURES;
+use crate::bus::iq::{payload, result_for, Answer, Caller, IqFeature, Target};
 use crate::xmpp::element::Element;
-use crate::xmpp::error::{error_reply, StanzaErrorKind};
+use crate::xmpp::error::{error_reply, unreadable_state, StanzaErrorKind};
 use crate::xmpp::ns;
 
 pub struct Disco;
@@ -22,7 +23,11 @@ impl IqFeature for Disco {
         let query = info.or(items)?;
         if let Target::Account(user) = target {
             // RFC 6121 8.5.1: no such account, no answer on its behalf.
-            caller.raft.state().user(user)?;
+            match caller.raft.state().user(user) {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(_) => return Some(Answer::Now(unreadable_state(iq))),
+            }
         }
         if query.attr("node").is_some() {
             return Some(Answer::Now(error_reply(
