@@ -444,6 +444,22 @@ fn exits(node: &mut TestNode) -> std::process::ExitStatus {
     status
 }
 
+/// The leader, asked through another member to remove itself, stops as soon as the change
+/// commits, maybe before its answer leaves: the removal is still reported as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_through_another_member_reports_success() {
+    let mut nodes = start_cluster(&unique("rmleader"), 3, Find::Seeds, &[]);
+    let leader = status(&nodes[0])["leader"].as_str().unwrap().to_string();
+    let l = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let other = (l + 1) % 3;
+    cli_ok(&nodes[other], &["cluster", "remove", &leader]);
+    assert!(exits(&mut nodes[l]).success());
+    eventually("membership shrinks to 2", || {
+        let ids = member_ids(&status(&nodes[other]));
+        ids.len() == 2 && !ids.contains(&leader)
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leave_remove_join_enable_and_disable_do_what_they_say() {
     let name = unique("verbs");

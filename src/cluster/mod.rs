@@ -394,15 +394,47 @@ impl Cluster {
                     },
                 }
             }
-            ClusterRequest::Remove { node } => {
-                match self.on_leader(ClusterRequest::Remove { node }) {
-                    Some(forward) => forward.await,
-                    None => match membership::remove(self, node).await {
-                        Ok(()) => ClusterResponse::Removed,
-                        Err(e) => ClusterResponse::Refused(e),
-                    },
+            ClusterRequest::Remove { node } => self.remove_member(node).await,
+        }
+    }
+
+    /// Removes `node`, on the leader (asked on from here if this node is not it).
+    pub async fn remove_member(&self, node: NodeId) -> ClusterResponse {
+        let removing_leader = self.raft.status().current_leader == Some(node);
+        let answer = match self.on_leader(ClusterRequest::Remove { node }) {
+            Some(forward) => forward.await,
+            None => match membership::remove(self, node).await {
+                Ok(()) => ClusterResponse::Removed,
+                Err(e) => ClusterResponse::Refused(e),
+            },
+        };
+        // A leader asked to remove itself stops as soon as the change commits, and may
+        // go before its answer does: the membership then says whether the removal
+        // happened (found by tests/cluster.rs under load).
+        match answer {
+            ClusterResponse::Refused(e) if removing_leader => {
+                if self.left_membership(node).await {
+                    ClusterResponse::Removed
+                } else {
+                    ClusterResponse::Refused(e)
                 }
             }
+            other => other,
+        }
+    }
+
+    /// Whether `node` is (or within the task timeout becomes) no member of this node's
+    /// view of the membership.
+    async fn left_membership(&self, node: NodeId) -> bool {
+        let deadline = tokio::time::Instant::now() + self.task_timeout();
+        loop {
+            if !self.raft.members().iter().any(|m| m.id == node) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

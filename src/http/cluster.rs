@@ -186,11 +186,7 @@ pub async fn remove(
             format!("node {node} is not a member of this cluster"),
         ));
     }
-    match state
-        .cluster
-        .ask_leader(ClusterRequest::Remove { node })
-        .await
-    {
+    match state.cluster.remove_member(node).await {
         ClusterResponse::Removed => Ok(Json(json!({
             "status": "removed",
             "node": node.to_string(),
