@@ -29,7 +29,7 @@ async fn a_password_change_ends_the_accounts_other_streams_on_every_node() {
         &[],
     );
     nodes[0].add_user("alice@localhost", "old");
-    common::cluster::eventually_has_user(&nodes[1], "alice@localhost");
+    common::cluster::eventually_has_user(&nodes[1], "alice@localhost").await;
     let mut changer = Client::login(&nodes[0], "alice", "old", "laptop").await;
     let mut same_node = Client::login(&nodes[0], "alice", "old", "tablet").await;
     let mut other_node = Client::login(&nodes[1], "alice", "old", "phone").await;

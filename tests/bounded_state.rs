@@ -229,5 +229,6 @@ async fn offline_messages_are_bounded_in_bytes_as_well_as_count() {
     }
     common::cluster::eventually("the delivered bytes were given back", || {
         user("offline_bytes") == 0 && user("offline_messages") == 0
-    });
+    })
+    .await;
 }

@@ -67,7 +67,7 @@ async fn replicate_canary(extra: &[&str], canary: &str) -> Vec<u8> {
         extra,
     );
     nodes[0].add_user("alice@localhost", "pw");
-    eventually_has_user(&nodes[1], "alice@localhost");
+    eventually_has_user(&nodes[1], "alice@localhost").await;
     let mut alice = Client::login(&nodes[0], "alice", "pw", "a").await;
     let capture = Capture::start();
     let set = alice
@@ -151,7 +151,7 @@ async fn idle_connections_to_the_cluster_port_do_not_stop_the_cluster() {
     );
     nodes[0].add_user("alice@localhost", "pw");
     for n in &nodes[1..] {
-        eventually_has_user(n, "alice@localhost");
+        eventually_has_user(n, "alice@localhost").await;
     }
     let terms: Vec<u64> = nodes.iter().map(|n| n.metric("chorus_raft_term")).collect();
     // 300 silent connections to every node's cluster port, more than it has slots.
@@ -247,7 +247,7 @@ async fn with_operator_certificates_a_node_of_another_ca_is_refused() {
     );
     // Accounts replicate over mutual TLS.
     nodes[0].add_user("alice@localhost", "pw");
-    eventually_has_user(&nodes[1], "alice@localhost");
+    eventually_has_user(&nodes[1], "alice@localhost").await;
 
     // The right name and secret, but a certificate of another CA: refused, and it
     // does not form a cluster of its own beside this one.

@@ -42,7 +42,7 @@ async fn an_unknown_name_gets_the_same_salt_from_every_node() {
         &[],
     );
     nodes[0].add_user("real@localhost", "pw");
-    common::cluster::eventually_has_user(&nodes[1], "real@localhost");
+    common::cluster::eventually_has_user(&nodes[1], "real@localhost").await;
 
     let ghost_a = salt_and_iterations(&nodes[0], "ghost").await;
     let ghost_b = salt_and_iterations(&nodes[1], "ghost").await;

@@ -43,7 +43,8 @@ async fn a_killed_member_is_down_at_once_and_a_paused_one_is_not() {
     nodes[killed].kill9();
     eventually("the killed member was declared down", || {
         member_state(&status(&nodes[leader]), &killed_id).as_deref() == Some("down")
-    });
+    })
+    .await;
     assert_ne!(
         member_state(&status(&nodes[leader]), &paused_id).as_deref(),
         Some("down")

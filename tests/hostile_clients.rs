@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::cluster::eventually;
+
 use std::time::Duration;
 
 use common::{connect_from, connect_tiny_buffer, Client, TestNode};
@@ -18,17 +20,6 @@ const UNSHAPED: &[&str] = &[
     "--set",
     "rate.session_stanzas_per_second=0",
 ];
-
-/// Poll `cond` until it holds; `what` says what never happened.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}");
-}
 
 /// `count` headline messages of `bytes` each from `sender` to `to`, written by
 /// a task so that a sender held back by the node's reading does not stall the test.

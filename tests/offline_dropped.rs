@@ -34,7 +34,8 @@ async fn messages_not_yet_written_stay_stored_when_the_connection_drops() {
     alice.sync("sent").await;
     common::cluster::eventually("the messages were stored", || {
         offline_count(&node, "bob@localhost") == N as u64
-    });
+    })
+    .await;
 
     // Bob logs in on a socket that takes almost nothing, sends his initial
     // presence (which starts delivery), and is gone before reading any of it.
@@ -47,7 +48,8 @@ async fn messages_not_yet_written_stay_stored_when_the_connection_drops() {
         node.api_get("/api/v1/users/bob@localhost")["resources"]
             .as_array()
             .is_some_and(|r| r.is_empty())
-    });
+    })
+    .await;
     let left = offline_count(&node, "bob@localhost");
     assert!(
         left > 0,
@@ -70,5 +72,6 @@ async fn messages_not_yet_written_stay_stored_when_the_connection_drops() {
     assert_eq!(seen, (first..N).collect::<Vec<_>>());
     common::cluster::eventually("the delivered messages were removed", || {
         offline_count(&node, "bob@localhost") == 0
-    });
+    })
+    .await;
 }

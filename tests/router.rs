@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use chorus::bus::{Deliver, DeliverBatch, Kick, Register, SessionHandle};
+use chorus::bus::{Deliver, DeliverBatch, GetStats, Kick, Register, SessionHandle};
 use chorus::cluster::Cluster;
 use chorus::config::Settings;
 use chorus::node::wiring::start_delivery;
@@ -77,9 +77,15 @@ async fn a_session_whose_route_was_replaced_before_it_registered_is_ended() {
         .await
         .unwrap();
     }
-    // Let the router see the second bind's event before the first session registers:
-    // the order the race produced.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The router sees the second bind's event before the first session registers: the
+    // order the race produced. (The first bind, a new route, makes no event.)
+    loop {
+        let stats = router.send(GetStats).await.unwrap();
+        if stats.state_events >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let (kicks, mut kicked) = mpsc::unbounded_channel();
     let session = FakeSession { kicks }.start();

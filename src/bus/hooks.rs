@@ -3,6 +3,7 @@
 //! registered hook, in the order `crate::features::delivery_hooks` lists them, at each
 //! of the points below; a hook that has nothing to say at a point keeps the default.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chorus_raft::ReadError;
@@ -71,12 +72,24 @@ pub trait DeliveryHook: Send + Sync {
 }
 
 /// The registered hooks, in order.
-#[derive(Clone, Default)]
-pub struct Hooks(Arc<[Arc<dyn DeliveryHook>]>);
+#[derive(Clone)]
+pub struct Hooks {
+    hooks: Arc<[Arc<dyn DeliveryHook>]>,
+    /// Stanzas a hook screened out (dropped or bounced), for `/metrics`.
+    screened: Arc<AtomicU64>,
+}
 
 impl Hooks {
     pub fn new(hooks: Vec<Arc<dyn DeliveryHook>>) -> Hooks {
-        Hooks(hooks.into())
+        Hooks {
+            hooks: hooks.into(),
+            screened: Arc::default(),
+        }
+    }
+
+    /// Stanzas screened out since the node started.
+    pub fn screened(&self) -> u64 {
+        self.screened.load(Ordering::Relaxed)
     }
 
     /// The first verdict that is not `Pass`.
@@ -86,17 +99,20 @@ impl Hooks {
         stanza: &Element,
         kind: StanzaKind,
     ) -> Result<Screen, ReadError> {
-        for hook in self.0.iter() {
+        for hook in self.hooks.iter() {
             match hook.screen(to_bare, stanza, kind)? {
                 Screen::Pass => continue,
-                verdict => return Ok(verdict),
+                verdict => {
+                    self.screened.fetch_add(1, Ordering::Relaxed);
+                    return Ok(verdict);
+                }
             }
         }
         Ok(Screen::Pass)
     }
 
     pub fn delivered(&self, account: &str, full_jid: &str, stanza: &Element) -> Vec<UserEvent> {
-        self.0
+        self.hooks
             .iter()
             .filter_map(|h| h.delivered(account, full_jid, stanza))
             .collect()
@@ -105,7 +121,7 @@ impl Hooks {
     /// `None` once a hook took it; the stanza back when none did.
     pub fn keep_for_later(&self, bare: &str, stanza: Element) -> Option<Element> {
         let mut stanza = stanza;
-        for hook in self.0.iter() {
+        for hook in self.hooks.iter() {
             stanza = hook.keep_for_later(bare, stanza)?;
         }
         Some(stanza)
@@ -113,18 +129,18 @@ impl Hooks {
 
     pub fn gone_audience(&self, user: &str) -> Result<Vec<String>, ReadError> {
         let mut audience = Vec::new();
-        for hook in self.0.iter() {
+        for hook in self.hooks.iter() {
             hook.gone_audience(user, &mut audience)?;
         }
         Ok(audience)
     }
 
     pub fn reroutable(&self, stanza: &Element) -> bool {
-        self.0.iter().all(|h| h.reroutable(stanza))
+        self.hooks.iter().all(|h| h.reroutable(stanza))
     }
 
     pub fn queued(&self, user: &str, queue: &str) -> Vec<UserEvent> {
-        self.0
+        self.hooks
             .iter()
             .filter_map(|h| h.queued(user, queue))
             .collect()

@@ -77,6 +77,8 @@ pub struct RouterStats {
     pub bounced: u64,
     /// Stanzas refused because a state read they depended on failed.
     pub read_refusals: u64,
+    /// State-machine events (routing changes, account changes) the router has handled.
+    pub state_events: u64,
 }
 
 /// A per-stream switch a feature sets on the sender's own session.

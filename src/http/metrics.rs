@@ -146,6 +146,11 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
         ConstCounter::new(stats.read_refusals),
     );
     registry.register(
+        "delivery_screened",
+        "stanzas a delivery hook kept from a local account (a block list)",
+        ConstCounter::new(state.c2s.hooks.screened()),
+    );
+    registry.register(
         "state_read_errors",
         "reads of the local replica that failed (storage error or undecodable value)",
         ConstCounter::new(state.raft.state().read_errors()),

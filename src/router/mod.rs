@@ -744,6 +744,7 @@ struct Applied(StateEvent);
 impl Handler<Applied> for Router {
     type Result = ();
     fn handle(&mut self, msg: Applied, _: &mut Context<Self>) {
+        self.stats.state_events += 1;
         match msg.0 {
             StateEvent::RouteReplaced { full_jid, old, new } => {
                 self.cluster

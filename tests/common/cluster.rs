@@ -97,11 +97,13 @@ pub fn node_id(node: &TestNode) -> String {
 
 /// Polls `check` until it holds; panics with `what` after a generous bound (a failure
 /// bound, not a performance claim).
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    // Waits on the runtime's timer, not the thread: the test's own clients (and, on a
+    // current-thread runtime, everything else) keep running between checks.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !check() {
         assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -145,10 +147,11 @@ pub fn api(
 }
 
 /// Waits until `node`'s replica holds `user` (an account made through another node).
-pub fn eventually_has_user(node: &TestNode, user: &str) {
+pub async fn eventually_has_user(node: &TestNode, user: &str) {
     eventually(&format!("{user} reached node {}", node.cluster), || {
         node.api_get("/api/v1/users")["users"]
             .as_array()
             .is_some_and(|u| u.iter().any(|j| j == user))
-    });
+    })
+    .await;
 }
