@@ -908,9 +908,9 @@ async fn an_available_presence_held_up_past_the_end_of_its_stream_is_not_deliver
             seen.push(e);
         }
     }
-    if !seen
+    if seen
         .last()
-        .is_some_and(|p| p.attr("type") == Some("unavailable"))
+        .is_none_or(|p| p.attr("type") != Some("unavailable"))
     {
         seen.push(wes.recv_until(from_brief).await);
     }
