@@ -49,9 +49,10 @@ pub trait DeliveryHook: Send + Sync {
         Some(stanza)
     }
 
-    /// A stream of `user` on another node ended: adds or removes the local accounts that
-    /// hear its unavailable presence (the hooks run in order on one list).
-    fn gone_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
+    /// Who hears `user`'s presence broadcast (and, when a stream of `user` on another
+    /// node ends, its unavailable): adds or removes accounts, the hooks in order on one
+    /// list.
+    fn presence_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
         let _ = (user, audience);
         Ok(())
     }
@@ -127,10 +128,10 @@ impl Hooks {
         Some(stanza)
     }
 
-    pub fn gone_audience(&self, user: &str) -> Result<Vec<String>, ReadError> {
+    pub fn presence_audience(&self, user: &str) -> Result<Vec<String>, ReadError> {
         let mut audience = Vec::new();
         for hook in self.hooks.iter() {
-            hook.gone_audience(user, &mut audience)?;
+            hook.presence_audience(user, &mut audience)?;
         }
         Ok(audience)
     }

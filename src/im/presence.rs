@@ -34,14 +34,14 @@ pub fn own_state(presence: &Element) -> Option<OwnState> {
     })
 }
 
-/// Presence fan-out's part in delivery: when a stream of a user ends on another node,
-/// this node's streams of the user's subscribers hear it.
+/// Presence fan-out's part in delivery: a user's presence goes to the contacts
+/// subscribed to it (RFC 6121 4.2.2, 4.4.2).
 pub struct PresenceHook {
     pub state: StateReader,
 }
 
 impl DeliveryHook for PresenceHook {
-    fn gone_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
+    fn presence_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
         audience.extend(broadcast_targets(&roster::load(&self.state, user)?));
         Ok(())
     }

@@ -40,7 +40,7 @@ pub fn start_delivery(cluster: &Arc<Cluster>, domain: &str, offline_messages: u6
     let hooks = features::delivery_hooks(
         raft.state(),
         OfflineHook {
-            writer: writer.clone(),
+            writer,
             router: port.route(),
         },
     );
@@ -48,7 +48,7 @@ pub fn start_delivery(cluster: &Arc<Cluster>, domain: &str, offline_messages: u6
         cluster.clone(),
         port.route(),
         addr.clone().recipient(),
-        writer,
+        hooks.clone(),
     );
     let router = Router::start_in(
         ctx,

@@ -355,7 +355,7 @@ impl Router {
     /// held the stream told its own local streams; every other node does this for its own.
     fn tell_local_contacts_gone(&self, full_jid: &str) {
         let user = bare_of(full_jid);
-        let mut audience = self.hooks.gone_audience(&user).unwrap_or_else(|e| {
+        let mut audience = self.hooks.presence_audience(&user).unwrap_or_else(|e| {
             // Its contacts here miss this unavailable; they see it at their next login.
             tracing::error!(jid = %full_jid, error = %e, "state read failed; contacts not told a stream ended");
             Vec::new()

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chorus_raft::RaftNode;
 
+use crate::bus::hooks::Hooks;
 use crate::bus::{
     AddResource, BlocklistInterest, Carbon, CarbonsEnabled, Directed, ForUser, LocalPresence,
     OfflineQueued, OwnPresence, PresenceLocal, PresenceTo, RemoveResource, RosterInterest,
@@ -54,8 +55,8 @@ pub struct UserActor {
     router: Recipient<RouteStanza>,
     /// Presence for other accounts' streams on this node only.
     local: Recipient<PresenceLocal>,
-    /// The node's offline writer (XEP-0160).
-    offline: tokio::sync::mpsc::Sender<offline::ForLater>,
+    /// The delivery hooks: who hears this user's presence, where kept messages go.
+    hooks: Hooks,
     delivering_offline: bool,
     offline_again: bool,
 }
@@ -66,7 +67,7 @@ impl UserActor {
         cluster: Arc<Cluster>,
         router: Recipient<RouteStanza>,
         local: Recipient<PresenceLocal>,
-        offline: tokio::sync::mpsc::Sender<offline::ForLater>,
+        hooks: Hooks,
     ) -> Self {
         UserActor {
             bare,
@@ -75,7 +76,7 @@ impl UserActor {
             cluster,
             router,
             local,
-            offline,
+            hooks,
             delivering_offline: false,
             offline_again: false,
         }
@@ -216,7 +217,9 @@ impl UserActor {
     }
 
     fn keep_offline(&self, stanza: Element) {
-        offline::keep_for_later(&self.offline, &self.router, &self.bare, stanza);
+        if let Some(stanza) = self.hooks.keep_for_later(&self.bare, stanza) {
+            self.bounce(&stanza, StanzaErrorKind::ServiceUnavailable);
+        }
     }
 
     fn bounce(&self, stanza: &Element, kind: StanzaErrorKind) {
@@ -239,18 +242,10 @@ impl UserActor {
         extra: &BTreeSet<String>,
         local_only: bool,
     ) {
-        let state = self.raft.state();
-        // XEP-0191 3.3: a blocked contact keeps the unavailable presence it got on block.
-        let contacts = roster::load(&state, &self.bare).and_then(|roster| {
-            let blocklist = crate::xep::blocking::load(&state, &self.bare)?;
-            Ok(presence::broadcast_targets(&roster)
-                .into_iter()
-                .filter(|c| !crate::xep::blocking::blocked(&blocklist, c))
-                .collect::<Vec<_>>())
-        });
-        // Unreadable: no contact hears it (it could be one the user blocked); the user's
-        // own streams still do.
-        let contacts = contacts.unwrap_or_else(|e| {
+        // The subscribers, less those the user blocked (XEP-0191 3.3: a blocked contact
+        // keeps the unavailable presence it got on block). Unreadable: no contact hears
+        // it (it could be one the user blocked); the user's own streams still do.
+        let contacts = self.hooks.presence_audience(&self.bare).unwrap_or_else(|e| {
             tracing::error!(user = %self.bare, error = %e, "state read failed; presence not broadcast to contacts");
             Vec::new()
         });
@@ -422,7 +417,7 @@ pub fn spawner(
     cluster: Arc<Cluster>,
     router: Recipient<RouteStanza>,
     local: Recipient<PresenceLocal>,
-    offline: tokio::sync::mpsc::Sender<offline::ForLater>,
+    hooks: Hooks,
 ) -> UserSpawner {
     Arc::new(move |bare: &str| {
         UserActor::new(
@@ -430,7 +425,7 @@ pub fn spawner(
             cluster.clone(),
             router.clone(),
             local.clone(),
-            offline.clone(),
+            hooks.clone(),
         )
         .start()
         .recipient()

@@ -186,7 +186,7 @@ impl DeliveryHook for BlockingHook {
         })
     }
 
-    fn gone_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
+    fn presence_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
         let list = load(&self.state, user)?;
         audience.retain(|c| !blocked(&list, c));
         Ok(())
