@@ -675,6 +675,48 @@ async fn one_account_on_two_nodes_gets_carbons_roster_pushes_probes_and_bare_mes
     );
 }
 
+/// Found by the cluster tests on a loaded machine (the carbons test above, 3 runs in 20):
+/// a second resource's probe reached its contact's node before that node had applied the
+/// resource's bind, so the contact's presence went to the account's other node, which
+/// dropped it as "presence to a gone resource". A peer-link message now carries the
+/// applied index of its sender, and the receiver acts on it once it has applied as much
+/// (docs/clustering.md, "Read your writes across nodes"). Here the contact's node lags
+/// on purpose: each batch it applies waits 150 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lags_behind_answers_a_probe_from_a_resource_bound_just_now() {
+    let mut nodes = start_cluster(&unique("lagging"), 3, Find::Seeds, &[]);
+    nodes[0].add_user("alice@localhost", "pw");
+    nodes[0].add_user("bob@localhost", "pw");
+    let leader = status(&nodes[0])["leader"].as_str().unwrap().to_string();
+    let leader = nodes.iter().position(|n| node_id(n) == leader).unwrap();
+    let (lagging, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    nodes[lagging]
+        .env
+        .push(("TEST_CHORUS_DELAY_APPLY_MS".into(), "150".into()));
+    nodes[lagging].kill9();
+    nodes[lagging].spawn_nowait();
+    nodes[lagging].wait_ready();
+    let lagging_id = node_id(&nodes[lagging]);
+    eventually("the restarted node is up", || {
+        common::cluster::member_state(&status(&nodes[leader]), &lagging_id).as_deref() == Some("up")
+    })
+    .await;
+
+    let mut a1 = Client::login(&nodes[leader], "alice", "pw", "a1").await;
+    let mut bob = Client::login(&nodes[lagging], "bob", "pw", "b").await;
+    befriend(&mut a1, "alice@localhost", &mut bob, "bob@localhost").await;
+    for round in 0..3 {
+        let resource = format!("a2-{round}");
+        let mut a2 = Client::login(&nodes[other], "alice", "pw", &resource).await;
+        a2.recv_until(presence_from("bob@localhost/b", None)).await;
+        a2.send("</stream:stream>").await;
+    }
+    assert!(
+        nodes[lagging].metric("chorus_peer_link_waited_for_state_total") > 0,
+        "the lagging node waited for its replica"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_settings_are_read_from_any_node_after_a_write_on_another_and_cas_is_exclusive() {
     use common::cluster::api;

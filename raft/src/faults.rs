@@ -2,7 +2,9 @@
 //! builds only, `TEST_CHORUS_FAIL_STATE_READS` names what fails (a data kind such as
 //! `blocklist`, a queue, or `users` / `routes`; `KIND:USER` for one account's data of that
 //! kind only), comma-separated: every read of it returns `ReadError::Storage` as a RocksDB
-//! error would. Release builds have no fault point.
+//! error would. `TEST_CHORUS_DELAY_APPLY_MS` makes each applied batch wait that long before
+//! it is written: a replica that lags behind the leader. Release builds have no fault
+//! point.
 
 #[cfg(debug_assertions)]
 fn names() -> &'static [String] {
@@ -39,4 +41,22 @@ pub(crate) fn enabled() -> bool {
 #[cfg(not(debug_assertions))]
 pub(crate) fn read_fails(_: &str) -> bool {
     false
+}
+
+/// How long each applied batch waits first, when the replica is told to lag.
+#[cfg(debug_assertions)]
+pub(crate) fn apply_delay() -> Option<std::time::Duration> {
+    use std::sync::OnceLock;
+    static DELAY: OnceLock<Option<std::time::Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("TEST_CHORUS_DELAY_APPLY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
+#[cfg(not(debug_assertions))]
+pub(crate) fn apply_delay() -> Option<std::time::Duration> {
+    None
 }

@@ -327,6 +327,21 @@ impl RaftNode {
         self.reader.clone()
     }
 
+    /// Waits until this replica has applied `index`, for at most `within`; false when it
+    /// had not by then (cut off from the leader, say). Answers at once when it has.
+    pub async fn wait_applied(&self, index: u64, within: Duration) -> bool {
+        if self.reader.applied_index() >= index {
+            return true;
+        }
+        // openraft's metrics move after the state machine's own index, so a wait on them
+        // never ends before the reads see the entry.
+        self.raft
+            .wait(Some(within))
+            .applied_index_at_least(Some(index), "a peer's state applied here")
+            .await
+            .is_ok()
+    }
+
     /// Events of entries applied from now on (not of snapshot installs).
     pub fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
         self.events.subscribe()

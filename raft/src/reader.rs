@@ -35,6 +35,7 @@ pub enum ReadError {
 pub struct StateReader {
     db: Arc<DB>,
     errors: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
 }
 
 type Read<T> = Result<T, ReadError>;
@@ -46,11 +47,20 @@ fn valid_names(names: &[&str]) -> bool {
 }
 
 impl StateReader {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
+    pub(crate) fn new(db: Arc<DB>, applied: Arc<AtomicU64>) -> Self {
         StateReader {
             db,
             errors: Arc::default(),
+            applied,
         }
+    }
+
+    /// Index of the last log entry whose changes every read now sees (0 before any), from
+    /// memory. A node stamps what it sends a peer with it, so that the peer acts on it
+    /// only once its own replica is that far (docs/clustering.md, "Read your writes
+    /// across nodes").
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
     }
 
     /// Reads that failed since the node started (for `/metrics`).

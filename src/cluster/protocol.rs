@@ -72,8 +72,15 @@ pub enum LinkFrame {
         from: u64,
         took: u64,
     },
-    /// A message the sender keeps until the receiver acknowledges its number.
-    Numbered { seq: u64, msg: PeerMessage },
+    /// A message the sender keeps until the receiver acknowledges its number. `after`:
+    /// the sender's applied Raft index when it sent it; the receiver acts on the message
+    /// once its own replica has applied that much (a bound wait), so that what the sender
+    /// saw committed (the sending stream's bind, a roster change) is seen here too.
+    Numbered {
+        seq: u64,
+        after: u64,
+        msg: PeerMessage,
+    },
     /// State a new connection sends in full anyway (resource updates): never resent.
     Unnumbered(PeerMessage),
     /// The receiver took every numbered message up to `seq` (handed to its router).

@@ -260,6 +260,16 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
             "connections dropped because they had been silent too long (a pause or partition)",
             links.dropped_stale.load(Ordering::Relaxed),
         ),
+        (
+            "peer_link_waited_for_state",
+            "stanzas from a peer that waited until this replica had applied what the peer had when it sent them",
+            links.waited_for_state.load(Ordering::Relaxed),
+        ),
+        (
+            "peer_link_state_wait_timeouts",
+            "of those, stanzas taken while this replica was still behind (it could not catch up within a sixth of the failure timeout)",
+            links.state_wait_timeouts.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, value) in link_counters {
         registry.register(name, help, ConstCounter::new(value));

@@ -291,12 +291,12 @@ impl Router {
 
     /// Sends a stanza to another node's router; false when the link cannot take it now.
     fn forward(&self, node: u64, stanza: &Element) -> bool {
-        let msg = Outgoing {
-            msg: PeerMessage::Route {
+        let msg = Outgoing::carrying(
+            PeerMessage::Route {
                 xml: stanza.to_xml(),
             },
-            available_presence_of: stanza::available_presence_from(stanza).map(str::to_string),
-        };
+            stanza::available_presence_from(stanza),
+        );
         let sent = self.cluster.links.send_outgoing(node, msg);
         tracing::trace!(node, ?sent, "stanza forwarded");
         sent.is_ok()

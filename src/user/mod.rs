@@ -119,10 +119,7 @@ impl UserActor {
             xml: stanza.to_xml(),
             alone,
         };
-        let msg = Outgoing {
-            msg,
-            available_presence_of: stanza::available_presence_from(stanza).map(str::to_string),
-        };
+        let msg = Outgoing::carrying(msg, stanza::available_presence_from(stanza));
         let sent = self.cluster.links.send_outgoing(r.node, msg).is_ok();
         if !sent {
             tracing::debug!(to = %r.full_jid, "peer link down; stanza for a remote resource not sent");

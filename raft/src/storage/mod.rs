@@ -6,6 +6,7 @@ mod sm;
 mod snapshot;
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use openraft::{AnyError, StorageIOError};
@@ -82,6 +83,10 @@ pub struct Storage {
     /// Cloned into every handle given to openraft, so that shutdown can tell when openraft
     /// has let go of the database.
     in_use: Arc<()>,
+    /// The index of the last entry applied, shared by the state machine (which moves it
+    /// after each write) and every reader: which writes a read is sure to see, from
+    /// memory, without a RocksDB read.
+    applied: Arc<AtomicU64>,
 }
 
 impl Storage {
@@ -104,6 +109,7 @@ impl Storage {
         Ok(Storage {
             db: Arc::new(db),
             in_use: Arc::new(()),
+            applied: Arc::default(),
         })
     }
 
@@ -124,11 +130,17 @@ impl Storage {
         &self,
         events: broadcast::Sender<StateEvent>,
     ) -> Result<StateMachine, RaftError> {
-        Ok(StateMachine::open(self.db.clone(), self.in_use.clone(), events).await?)
+        Ok(StateMachine::open(
+            self.db.clone(),
+            self.in_use.clone(),
+            events,
+            self.applied.clone(),
+        )
+        .await?)
     }
 
     pub fn reader(&self) -> StateReader {
-        StateReader::new(self.db.clone())
+        StateReader::new(self.db.clone(), self.applied.clone())
     }
 
     /// True while a log store, state machine or snapshot builder made from this storage is

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -412,6 +413,8 @@ pub struct StateMachine {
     events: broadcast::Sender<StateEvent>,
     /// Serialises replacing the stored snapshot between builders and installs.
     snapshot_lock: Arc<Mutex<()>>,
+    /// Moved after each write, so that a reader never counts on an entry not yet written.
+    applied_index: Arc<AtomicU64>,
 }
 
 impl StateMachine {
@@ -419,11 +422,14 @@ impl StateMachine {
         db: Arc<DB>,
         in_use: Arc<()>,
         events: broadcast::Sender<StateEvent>,
+        applied_index: Arc<AtomicU64>,
     ) -> Result<StateMachine, StorageError> {
         let d = db.clone();
+        let index = applied_index.clone();
         blocking(move || {
             let meta_cf = cf(&d, CF_SM_META);
             let (applied, _) = snapshot::read_applied(|k| d.get_cf(meta_cf, k))?;
+            index.store(applied.map_or(0, |l| l.index), Ordering::Release);
             let Some(stored) = snapshot::stored_meta(&d)? else {
                 return Ok(());
             };
@@ -439,6 +445,7 @@ impl StateMachine {
                     .ok_or_else(|| DbError::Invalid("snapshot vanished".into()))?;
                 let payload = snapshot::decode_payload(&data)?;
                 install(&d, &meta, &data, &payload)?;
+                index.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
             }
             Ok(())
         })
@@ -449,6 +456,7 @@ impl StateMachine {
             in_use,
             events,
             snapshot_lock: Arc::new(Mutex::new(())),
+            applied_index,
         })
     }
 }
@@ -524,7 +532,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(delay) = crate::faults::apply_delay() {
+            tokio::time::sleep(delay).await;
+        }
         let first = entries[0].log_id;
+        let last = entries[entries.len() - 1].log_id.index;
         let db = self.db.clone();
         let (responses, events) = tokio::task::spawn_blocking(move || apply_entries(&db, entries))
             .await
@@ -532,6 +544,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 StorageIOError::apply(first, AnyError::error(format!("apply task failed: {e}")))
             })?
             .map_err(|(log_id, e)| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+        self.applied_index.store(last, Ordering::Release);
         // Sent only after the write: a subscriber that reads the state sees the change.
         for event in events {
             // No subscriber is not an error.
@@ -574,6 +587,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
+        self.applied_index
+            .store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
         tracing::info!(snapshot = %meta, "snapshot installed");
         Ok(())
     }

@@ -91,6 +91,10 @@ pub struct LinkStats {
     pub resent: AtomicU64,
     pub returned: AtomicU64,
     pub dropped_stale: AtomicU64,
+    /// Messages that waited for this replica to apply what their sender had applied.
+    pub waited_for_state: AtomicU64,
+    /// Of those, the ones still ahead of this replica when the wait ended (taken anyway).
+    pub state_wait_timeouts: AtomicU64,
 }
 
 pub struct Links {
@@ -194,7 +198,9 @@ impl Links {
 
     /// `send`, with what the link must know of the message (that it is a stream's
     /// available presence).
-    pub fn send_outgoing(&self, node: NodeId, msg: Outgoing) -> Result<(), SendError> {
+    pub fn send_outgoing(&self, node: NodeId, mut msg: Outgoing) -> Result<(), SendError> {
+        // Whatever made the caller send this, it had seen at most this much of the state.
+        msg.after = self.raft.state().applied_index();
         let Some(peer) = self.peer(node) else {
             self.stats.refused_down.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Down);
@@ -598,6 +604,7 @@ impl LinkTask {
             stats: self.stats.clone(),
             state: self.state.clone(),
             silence: self.silence,
+            raft: self.raft.clone(),
         };
         async move {
             loop {
@@ -630,11 +637,14 @@ impl LinkTask {
                     *heard = Instant::now();
                 }
                 match decode::<LinkFrame>(&frame) {
-                    Ok(LinkFrame::Numbered { seq, msg }) => {
+                    Ok(LinkFrame::Numbered { seq, after, msg }) => {
                         if !open(&ctx.gate) {
                             tracing::info!(peer = ctx.peer, "cut off; dropping the peer link");
                             return;
                         }
+                        // Nothing more is read meanwhile: later messages wait behind this
+                        // one (order per pair), and the sender keeps them, unacknowledged.
+                        ctx.caught_up(after).await;
                         let fresh = ctx
                             .state
                             .lock()
@@ -722,9 +732,32 @@ struct ReaderContext {
     stats: Arc<LinkStats>,
     state: Arc<Mutex<LinkState>>,
     silence: Duration,
+    raft: Arc<RaftNode>,
 }
 
 impl ReaderContext {
+    /// Waits until this replica has applied what the sender had when it sent a message,
+    /// so that the message is acted on with the state its sender acted on: the sending
+    /// stream's route, a roster change. Bounded well below the silence that drops the
+    /// link: a replica that cannot catch up (cut off from the leader) takes it as it is.
+    async fn caught_up(&self, after: u64) {
+        if self.raft.state().applied_index() >= after {
+            return;
+        }
+        self.stats.waited_for_state.fetch_add(1, Ordering::Relaxed);
+        if !self.raft.wait_applied(after, self.silence / 3).await {
+            self.stats
+                .state_wait_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                peer = self.peer,
+                after,
+                applied = self.raft.state().applied_index(),
+                "a peer's message is ahead of this replica; taken as it is"
+            );
+        }
+    }
+
     fn take(&self, msg: PeerMessage) {
         match msg {
             PeerMessage::Resource(r) if r.node == self.peer => self.resources.learn(r),

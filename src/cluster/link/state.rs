@@ -22,13 +22,22 @@ pub struct Outgoing {
     /// The full JID whose available presence this is, if it is one: sent late, after that
     /// stream ended, it would make contacts see a ghost, so a new connection drops it.
     pub available_presence_of: Option<String>,
+    /// The sender's applied Raft index when the message was handed to the link (stamped
+    /// by the link): the peer acts on it only once it has applied that much.
+    pub after: u64,
 }
 
 impl Outgoing {
     pub fn new(msg: PeerMessage) -> Outgoing {
+        Outgoing::carrying(msg, None)
+    }
+
+    /// A stanza, which is `available_presence_of` that full JID if it is one.
+    pub fn carrying(msg: PeerMessage, available_presence_of: Option<&str>) -> Outgoing {
         Outgoing {
             msg,
-            available_presence_of: None,
+            available_presence_of: available_presence_of.map(str::to_string),
+            after: 0,
         }
     }
 
@@ -139,6 +148,7 @@ impl LinkState {
             .filter(|(_, out)| !out.stale(live))
             .map(|(seq, out)| LinkFrame::Numbered {
                 seq: *seq,
+                after: out.after,
                 msg: out.msg.clone(),
             })
             .collect();
@@ -221,10 +231,11 @@ impl LinkState {
 
     fn number(&mut self, out: Outgoing) -> LinkFrame {
         self.last_seq += 1;
-        let msg = out.msg.clone();
+        let (msg, after) = (out.msg.clone(), out.after);
         self.unacked.push_back((self.last_seq, out));
         LinkFrame::Numbered {
             seq: self.last_seq,
+            after,
             msg,
         }
     }

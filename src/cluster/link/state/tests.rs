@@ -142,7 +142,7 @@ impl Sim {
                     return;
                 };
                 match frame {
-                    LinkFrame::Numbered { seq, msg } => {
+                    LinkFrame::Numbered { seq, msg, .. } => {
                         if self.b.take(seq) {
                             self.taken.push((self.b_run, id_of(&msg)));
                         }
@@ -295,7 +295,9 @@ fn a_new_connection_resends_only_what_the_peer_did_not_take() {
     a.greeted(hello_of(b.hello()), Vec::new(), &HashSet::new());
     b.greeted(hello_of(a.hello()), Vec::new(), &HashSet::new());
     for id in 0..3 {
-        let out = route(id);
+        let mut out = route(id);
+        // Stamped by the link with the sender's applied index; kept for a resend.
+        out.after = 10 + id as u64;
         budget.fetch_add(out.weight(), Ordering::AcqRel);
         let LinkFrame::Numbered { seq, .. } = a.send(out) else {
             panic!("a stanza goes numbered")
@@ -310,7 +312,11 @@ fn a_new_connection_resends_only_what_the_peer_did_not_take() {
     assert!(again.given_back.is_empty());
     assert!(matches!(
         &again.first[..],
-        [LinkFrame::Numbered { seq: 3, .. }]
+        [LinkFrame::Numbered {
+            seq: 3,
+            after: 12,
+            ..
+        }]
     ));
     assert_eq!(a.held(), 1);
 }
@@ -349,12 +355,12 @@ fn a_new_run_of_the_peer_gets_back_nothing_the_old_one_took() {
 fn presence_of_a_stream_that_ended_is_not_sent_late() {
     let budget = Arc::new(AtomicUsize::new(0));
     let mut a = LinkState::new(1, budget.clone());
-    let presence = Outgoing {
-        msg: PeerMessage::Route {
+    let presence = Outgoing::carrying(
+        PeerMessage::Route {
             xml: "<presence from='a@d/r'/>".into(),
         },
-        available_presence_of: Some("a@d/r".into()),
-    };
+        Some("a@d/r"),
+    );
     budget.fetch_add(presence.weight(), Ordering::AcqRel);
     a.disconnected([presence]);
     let hello = Hello {
