@@ -472,6 +472,15 @@ async fn authenticate(
         .await?;
         return Ok(None);
     }
+    // An account made a moment ago through another node may not be in this replica yet:
+    // before the exchange takes the name for an unknown one, the replica catches up with
+    // the leader (docs/clustering.md, "Read your writes across nodes"). Only names not
+    // found pay for it, and failures are rate-limited above.
+    if let Some(name) = crate::auth::claimed_username(session.mechanism(), &input) {
+        if matches!(c2s.credentials.lookup(&name), Ok(None)) {
+            c2s.cluster.catch_up().await;
+        }
+    }
     loop {
         let step = if session.mechanism() == crate::auth::Mechanism::Plain {
             // PLAIN costs a PBKDF2 run: on the hashing pool, never beside Raft.

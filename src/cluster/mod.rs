@@ -62,6 +62,8 @@ pub struct Cluster {
     /// What clients are told when this node stops serving them.
     kick_reason: Mutex<String>,
     pub sessions: AtomicU64,
+    /// Times this replica caught up with the leader before a read (`catch_up`).
+    pub catch_ups: AtomicU64,
     pub c2s_addr: Mutex<String>,
     pub http_addr: Mutex<String>,
     discovery: Mutex<Option<Arc<discovery::Discovery>>>,
@@ -90,6 +92,7 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             kick_reason: Mutex::new(String::new()),
             sessions: AtomicU64::new(0),
+            catch_ups: AtomicU64::new(0),
             c2s_addr: Mutex::default(),
             http_addr: Mutex::default(),
             discovery: Mutex::default(),
@@ -394,8 +397,34 @@ impl Cluster {
                     },
                 }
             }
+            ClusterRequest::ReadIndex => match self.on_leader(ClusterRequest::ReadIndex) {
+                Some(forward) => forward.await,
+                None => match self.raft.ensure_linearizable().await {
+                    Ok(()) => ClusterResponse::Index(self.raft.state().applied_index()),
+                    Err(e) => ClusterResponse::Refused(e.to_string()),
+                },
+            },
             ClusterRequest::Remove { node } => self.remove_member(node).await,
         }
+    }
+
+    /// Brings this replica up to every write committed before the call (a read index from
+    /// the leader, then a bounded wait): for a read whose "absent" would refuse a client,
+    /// such as an account made a moment ago through another node. False when that could
+    /// not be done (no leader, cut off, the wait ran out); the caller reads as it is.
+    pub async fn catch_up(&self) -> bool {
+        self.catch_ups.fetch_add(1, Ordering::Relaxed);
+        let within = self.failure_timeout();
+        let work = async {
+            match self.ask_leader(ClusterRequest::ReadIndex).await {
+                ClusterResponse::Index(index) => self.raft.wait_applied(index, within).await,
+                other => {
+                    tracing::debug!(?other, "could not catch up with the leader");
+                    false
+                }
+            }
+        };
+        tokio::time::timeout(within, work).await.unwrap_or(false)
     }
 
     /// Removes `node`, on the leader (asked on from here if this node is not it).

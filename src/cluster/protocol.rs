@@ -26,6 +26,9 @@ pub enum ClusterRequest {
     /// A linearizable read of a cluster setting, answered by the leader after it confirmed
     /// its leadership with a quorum.
     ReadSetting { key: String },
+    /// The leader's applied index once it has confirmed its leadership with a quorum: a
+    /// replica that applies that much has every write committed before the request.
+    ReadIndex,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +39,7 @@ pub enum ClusterResponse {
     Pong,
     Refused(String),
     Setting(Option<String>),
+    Index(u64),
 }
 
 /// What one node says about itself (`cluster status`, seeds at start-up).

@@ -230,6 +230,11 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
     );
 
     let cluster = &state.cluster;
+    registry.register(
+        "cluster_catch_ups",
+        "reads that first brought this replica up to the leader's commits (a SASL name not found here)",
+        ConstCounter::new(cluster.catch_ups.load(Ordering::Relaxed)),
+    );
     let links = &cluster.links.stats;
     let link_counters = [
         ("peer_link_messages_sent", "messages queued on peer links", links.sent.load(Ordering::Relaxed)),
