@@ -118,7 +118,11 @@ impl RaftNode {
         let raft = Raft::new(
             node_id,
             raft_config,
-            Network::new(node_id, cfg.identity.clone()),
+            Network::new(
+                node_id,
+                cfg.identity.clone(),
+                Duration::from_millis(cfg.heartbeat_ms),
+            ),
             log_store,
             state_machine,
         )

@@ -18,7 +18,7 @@ use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
     Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -50,14 +50,21 @@ pub struct Network {
     node_id: NodeId,
     identity: Arc<ClusterIdentity>,
     idle: IdlePool,
+    retry: Duration,
 }
 
 impl Network {
-    pub fn new(node_id: NodeId, identity: ClusterIdentity) -> Self {
+    /// `retry`: how soon a peer that could not be reached is tried again (the heartbeat
+    /// interval). openraft's default, 500 ms, let a node resumed after a pause or a
+    /// partition wait so long for the leader that its election timer fired first, and
+    /// the election it started deposed a leader that was fine (found by tests/cluster.rs
+    /// on a loaded machine).
+    pub fn new(node_id: NodeId, identity: ClusterIdentity, retry: Duration) -> Self {
         Network {
             node_id,
             identity: Arc::new(identity),
             idle: Arc::default(),
+            retry,
         }
     }
 }
@@ -73,6 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             node: node.clone(),
             conn: None,
             idle: self.idle.clone(),
+            retry: self.retry,
         }
     }
 }
@@ -84,6 +92,7 @@ pub struct PeerClient {
     node: BasicNode,
     conn: Option<PeerConnection>,
     idle: IdlePool,
+    retry: Duration,
 }
 
 enum Failure {
@@ -197,6 +206,10 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.retry))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
