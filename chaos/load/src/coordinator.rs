@@ -104,6 +104,38 @@ enum Scenario {
         #[arg(long, default_value_t = 2.0)]
         drain: f64,
     },
+    /// Log every user in, then chat at offered rates doubling from --start until the p99
+    /// latency passes --p99-ms or a message is not delivered, then bisect between the
+    /// last good and the first bad rate: the peak is the highest good rate.
+    Peak {
+        /// The first offered rate, messages a second.
+        #[arg(long, default_value_t = 500.0)]
+        start: f64,
+        /// The highest rate tried.
+        #[arg(long, default_value_t = 200_000.0)]
+        max: f64,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 5.0)]
+        step_secs: f64,
+        /// A step is good while its p99 delivery latency stays at or under this.
+        #[arg(long, default_value_t = 20.0)]
+        p99_ms: f64,
+        /// Bisection steps after the first bad rate.
+        #[arg(long, default_value_t = 3)]
+        bisect: u32,
+        /// The first M users send (default: all).
+        #[arg(long)]
+        senders: Option<usize>,
+    },
+}
+
+/// One step of a peak search.
+#[derive(Debug, Serialize)]
+struct Step {
+    rate: f64,
+    good: bool,
+    chat: Phase,
+    errors: u64,
 }
 
 struct Worker {
@@ -147,6 +179,9 @@ struct Report {
     tls: bool,
     login: Phase,
     chat: Option<Phase>,
+    /// Peak search: every step, and the highest good rate.
+    steps: Vec<Step>,
+    peak: Option<f64>,
     server: ServerFigures,
     errors: Errors,
 }
@@ -270,6 +305,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     );
     server.after_login = sample(&args.pids)?;
     let mut chat = None;
+    let mut steps = Vec::new();
+    let mut peak = None;
     if login.failed > 0 && !matches!(args.scenario, Scenario::Login) {
         // Messages to users who are not online would go to offline storage and count as
         // lost; a hold would measure fewer sessions than asked for.
@@ -299,35 +336,77 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                 drain,
             } => {
                 let senders = senders.unwrap_or(args.users).min(args.users);
-                let rate = *rate;
-                let reports = phase(&mut workers, |w| {
-                    let mine = senders.saturating_sub(w.first).min(w.count);
-                    Command::Chat {
-                        phase: 1,
-                        rate: rate * mine as f64 / senders.max(1) as f64,
-                        secs: *secs,
-                        senders,
-                        drain_secs: *drain,
-                    }
-                })
-                .await?;
-                let mut c = summarize(&reports, &mut errors, |r| r.delivered);
-                c.per_sec = c.delivered as f64 / secs;
-                c.secs = *secs;
-                if c.delivered < c.sent {
-                    errors.add(
-                        "not delivered",
-                        format!(
-                            "{} of {} messages sent had not arrived {drain} s after the last send",
-                            c.sent - c.delivered,
-                            c.sent
-                        ),
-                    );
-                    let lost = c.sent - c.delivered;
-                    let e = errors.0.get_mut("not delivered").expect("just added");
-                    e.0 = lost;
-                }
+                let (c, errs) = chat_phase(&mut workers, 1, *rate, *secs, senders, *drain).await?;
+                errors.merge(&errs);
                 chat = Some(c);
+            }
+            Scenario::Peak {
+                start,
+                max,
+                step_secs,
+                p99_ms,
+                bisect,
+                senders,
+            } => {
+                let senders = senders.unwrap_or(args.users).min(args.users);
+                let mut phase_id = 1;
+                let mut run_step = async |rate: f64,
+                                          workers: &mut Vec<Worker>|
+                       -> anyhow::Result<Step> {
+                    phase_id += 1;
+                    let (c, errs) =
+                        chat_phase(workers, phase_id, rate, *step_secs, senders, 1.0).await?;
+                    let good = errs.total() == 0 && c.sent > 0 && c.latency.p99_ms <= *p99_ms;
+                    eprintln!(
+                        "chorus-load: {rate:.0} msgs/s offered: {} delivered of {}, p99 {:.2} ms: {}",
+                        c.delivered,
+                        c.sent,
+                        c.latency.p99_ms,
+                        if good { "good" } else { "too much" }
+                    );
+                    Ok(Step {
+                        rate,
+                        good,
+                        chat: c,
+                        errors: errs.total(),
+                    })
+                };
+                let mut rate = *start;
+                let mut last_good: Option<f64> = None;
+                let mut first_bad: Option<f64> = None;
+                while rate <= *max {
+                    let step = run_step(rate, &mut workers).await?;
+                    let good = step.good;
+                    steps.push(step);
+                    if good {
+                        last_good = Some(rate);
+                        rate *= 2.0;
+                    } else {
+                        first_bad = Some(rate);
+                        break;
+                    }
+                }
+                if let (Some(bad), true) = (first_bad, last_good.is_some()) {
+                    let (mut lo, mut hi) = (last_good.unwrap_or(0.0), bad);
+                    for _ in 0..*bisect {
+                        let mid = (lo + hi) / 2.0;
+                        let step = run_step(mid, &mut workers).await?;
+                        if step.good {
+                            lo = mid;
+                            last_good = Some(mid);
+                        } else {
+                            hi = mid;
+                        }
+                        steps.push(step);
+                    }
+                }
+                if last_good.is_none() {
+                    errors.add(
+                        "no good rate",
+                        format!("even {start} msgs/s offered passed {p99_ms} ms at p99 or lost messages"),
+                    );
+                }
+                peak = last_good;
             }
         }
     }
@@ -355,6 +434,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         tls: args.tls_ca.is_some(),
         login,
         chat,
+        steps,
+        peak,
         server,
         errors,
     };
@@ -364,6 +445,47 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(report.errors.total() == 0)
+}
+
+/// One chat phase on every worker: (what was sent and delivered, its errors). Messages
+/// not delivered by the end of the drain count as errors.
+async fn chat_phase(
+    workers: &mut [Worker],
+    phase_id: u32,
+    rate: f64,
+    secs: f64,
+    senders: usize,
+    drain: f64,
+) -> anyhow::Result<(Phase, Errors)> {
+    let reports = phase(workers, |w| {
+        let mine = senders.saturating_sub(w.first).min(w.count);
+        Command::Chat {
+            phase: phase_id,
+            rate: rate * mine as f64 / senders.max(1) as f64,
+            secs,
+            senders,
+            drain_secs: drain,
+        }
+    })
+    .await?;
+    let mut errors = Errors::default();
+    let mut c = summarize(&reports, &mut errors, |r| r.delivered);
+    c.per_sec = c.delivered as f64 / secs;
+    c.secs = secs;
+    if c.delivered < c.sent {
+        let lost = c.sent - c.delivered;
+        errors.add(
+            "not delivered",
+            format!(
+                "{lost} of {} messages sent had not arrived {drain} s after the last send",
+                c.sent
+            ),
+        );
+        if let Some(e) = errors.0.get_mut("not delivered") {
+            e.0 = lost;
+        }
+    }
+    Ok((c, errors))
 }
 
 /// Sends each worker its command for one phase and waits for every answer.
@@ -431,6 +553,17 @@ fn print_report(r: &Report) {
             "chat: sent {}, delivered {} in {:.0} s = {:.1} msgs/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
             c.sent, c.delivered, c.secs, c.per_sec, c.latency.p50_ms, c.latency.p99_ms, c.latency.p999_ms, c.latency.max_ms
         );
+    }
+    for step in &r.steps {
+        println!(
+            "peak step: {:.0} msgs/s offered: sent {}, delivered {}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors: {}",
+            step.rate, step.chat.sent, step.chat.delivered, step.chat.latency.p50_ms,
+            step.chat.latency.p99_ms, step.chat.latency.max_ms, step.errors,
+            if step.good { "good" } else { "too much" }
+        );
+    }
+    if let Some(peak) = r.peak {
+        println!("peak: {peak:.0} msgs/s with p99 within the target");
     }
     let s = &r.server;
     if let (Some(b), Some(e)) = (&s.before, &s.end) {

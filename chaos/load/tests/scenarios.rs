@@ -411,3 +411,37 @@ fn bad_arguments_exit_2_with_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DIGEST-MD5"));
 }
+
+#[test]
+fn a_peak_search_steps_up_the_offered_rate_and_names_the_highest_good_one() {
+    let node = Node::single();
+    // A generous latency target, so that the search stops at --max, not on this
+    // machine's load: the test checks the search, never the figures.
+    let run = load(&[
+        "peak",
+        "--start",
+        "20",
+        "--max",
+        "80",
+        "--step-secs",
+        "1",
+        "--p99-ms",
+        "60000",
+        "--server",
+        &node.server(),
+        "--users",
+        "10",
+        "--register",
+        "--concurrency",
+        "5",
+    ]);
+    let r = run.ok();
+    let steps = r["steps"].as_array().unwrap();
+    let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
+    assert_eq!(rates, vec![20.0, 40.0, 80.0], "{}", run.text());
+    assert!(steps.iter().all(|s| s["good"] == true), "{}", run.text());
+    for s in steps {
+        assert_eq!(s["chat"]["sent"], s["chat"]["delivered"], "{}", run.text());
+    }
+    assert_eq!(r["peak"], 80.0);
+}
