@@ -605,6 +605,7 @@ impl LinkTask {
             state: self.state.clone(),
             silence: self.silence,
             raft: self.raft.clone(),
+            stalled_at: AtomicU64::new(u64::MAX),
         };
         async move {
             loop {
@@ -733,6 +734,8 @@ struct ReaderContext {
     state: Arc<Mutex<LinkState>>,
     silence: Duration,
     raft: Arc<RaftNode>,
+    /// The applied index when a wait last ran out (`u64::MAX`: none did).
+    stalled_at: AtomicU64,
 }
 
 impl ReaderContext {
@@ -741,7 +744,14 @@ impl ReaderContext {
     /// stream's route, a roster change. Bounded well below the silence that drops the
     /// link: a replica that cannot catch up (cut off from the leader) takes it as it is.
     async fn caught_up(&self, after: u64) {
-        if self.raft.state().applied_index() >= after {
+        let applied = self.raft.state().applied_index();
+        if applied >= after {
+            return;
+        }
+        // After a wait that ran out, a replica that has applied nothing since is not
+        // waited for again: each message would wait the whole bound, and the link would
+        // carry one message per wait while this node is cut off from the leader.
+        if self.stalled_at.load(Ordering::Relaxed) == applied {
             return;
         }
         self.stats.waited_for_state.fetch_add(1, Ordering::Relaxed);
@@ -749,10 +759,12 @@ impl ReaderContext {
             self.stats
                 .state_wait_timeouts
                 .fetch_add(1, Ordering::Relaxed);
+            let applied = self.raft.state().applied_index();
+            self.stalled_at.store(applied, Ordering::Relaxed);
             tracing::debug!(
                 peer = self.peer,
                 after,
-                applied = self.raft.state().applied_index(),
+                applied,
                 "a peer's message is ahead of this replica; taken as it is"
             );
         }
