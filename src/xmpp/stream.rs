@@ -167,6 +167,11 @@ pub struct StreamReader<R> {
 /// connection.
 const BUF_KEEP: usize = 16 * 1024;
 
+/// Bytes read from the socket at a time. Every connection holds this buffer for its whole
+/// life, idle or not: tokio's default of 8 KiB was a third of an idle session's memory
+/// (docs/benchmarks.md); a larger stanza only takes more reads.
+const READ_BUFFER: usize = 2 * 1024;
+
 impl<R: AsyncRead + Unpin> StreamReader<R> {
     pub fn new(inner: R, limits: Limits) -> Self {
         Self::with_doc(inner, limits, Doc::default())
@@ -174,7 +179,10 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
 
     fn with_doc(inner: R, limits: Limits, doc: Doc) -> Self {
         let cap = limits.max_stanza_bytes as u64;
-        let xml = Reader::from_reader(BufReader::new(Metered::new(inner, cap)));
+        let xml = Reader::from_reader(BufReader::with_capacity(
+            READ_BUFFER,
+            Metered::new(inner, cap),
+        ));
         StreamReader {
             xml,
             buf: Vec::new(),

@@ -226,12 +226,16 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8)))
         .collect();
     let count = args.users.div_ceil(args.per_worker);
+    // Stamped on every message, so that one kept offline from an earlier run (sent as
+    // that run's clients were closing) is not counted as this run's.
+    let run: u32 = rand::random();
     let mut workers = Vec::with_capacity(count);
     let exe = std::env::current_exe()?;
     for w in 0..count {
         let first = w * args.users / count;
         let last = (w + 1) * args.users / count;
         let job = Job {
+            run,
             worker: w,
             servers: servers.clone(),
             domain: args.domain.clone(),
@@ -364,6 +368,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                         c.latency.p99_ms,
                         if good { "good" } else { "too much" }
                     );
+                    if !good {
+                        // What an overloaded step left queued would be counted against
+                        // the next one: let the server catch up first.
+                        phase(workers, |_| Command::Hold {
+                            secs: *step_secs * 2.0,
+                        })
+                        .await?;
+                    }
                     Ok(Step {
                         rate,
                         good,

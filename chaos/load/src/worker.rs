@@ -23,6 +23,8 @@ use crate::stats::{Errors, Latency};
 /// What the coordinator gives a worker once, on its first line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
+    /// This invocation's random number, in every message body.
+    pub run: u32,
     pub worker: usize,
     pub servers: Vec<SocketAddr>,
     pub domain: String,
@@ -246,6 +248,7 @@ async fn login_all(
                     done.session,
                     received.clone(),
                     job.keepalive_secs,
+                    job.run,
                 ));
             }
             Ok((Err(f), _)) => report.errors.add(f.kind, f.detail),
@@ -256,7 +259,12 @@ async fn login_all(
     report
 }
 
-fn start_session(session: Session, received: Arc<Mutex<Received>>, keepalive_secs: u64) -> Live {
+fn start_session(
+    session: Session,
+    received: Arc<Mutex<Received>>,
+    keepalive_secs: u64,
+    run: u32,
+) -> Live {
     let (out, mut rx) = mpsc::channel::<String>(CLIENT_QUEUE);
     let Session {
         mut reader,
@@ -272,6 +280,7 @@ fn start_session(session: Session, received: Arc<Mutex<Received>>, keepalive_sec
                             &e.get_child("body", chorus::xmpp::ns::CLIENT)
                                 .map(|b| b.text())
                                 .unwrap_or_default(),
+                            run,
                         ) {
                             let now = now_ns();
                             let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
@@ -340,16 +349,22 @@ fn start_session(session: Session, received: Arc<Mutex<Received>>, keepalive_sec
     }
 }
 
-/// `p=PHASE t=NANOS` in a generated message's body.
-fn stamp_of(body: &str) -> Option<(u32, u64)> {
+/// `r=RUN p=PHASE t=NANOS` in a generated message's body, for this run only.
+fn stamp_of(body: &str, run: u32) -> Option<(u32, u64)> {
     let mut phase = None;
     let mut sent = None;
+    let mut ours = false;
     for part in body.split_whitespace() {
-        if let Some(v) = part.strip_prefix("p=") {
+        if let Some(v) = part.strip_prefix("r=") {
+            ours = v.parse() == Ok(run);
+        } else if let Some(v) = part.strip_prefix("p=") {
             phase = v.parse().ok();
         } else if let Some(v) = part.strip_prefix("t=") {
             sent = v.parse().ok();
         }
+    }
+    if !ours {
+        return None;
     }
     Some((phase?, sent?))
 }
@@ -387,10 +402,11 @@ async fn chat(
                 let from = job.first + slot;
                 let to = recipient(job, from, &mut rng);
                 let xml = format!(
-                    "<message to='{}@{}' type='chat' id='{}-{sent}'><body>p={phase} t={}</body></message>",
+                    "<message to='{}@{}' type='chat' id='{}-{sent}'><body>r={} p={phase} t={}</body></message>",
                     job.user(to),
                     job.domain,
                     job.worker,
+                    job.run,
                     now_ns()
                 );
                 sent += 1;
