@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use chorus::xmpp::element::Element;
+use chorus::xmpp::error::stanza_error_condition;
 use chorus::xmpp::ns;
 use chorus::xmpp::stream::{Limits, StreamEvent, StreamReader};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -171,6 +172,18 @@ impl Negotiation {
             }
         }
     }
+
+    /// `iq`, where anything but a result is a failure of `kind`.
+    async fn iq_result(&mut self, xml: &str, id: &str, kind: &'static str) -> Result<Element> {
+        let answer = self.iq(xml, id, kind).await?;
+        if answer.attr("type") != Some("result") {
+            return Err(Failure::new(
+                kind,
+                format!("{kind} refused: <{}/>", error_condition(&answer)),
+            ));
+        }
+        Ok(answer)
+    }
 }
 
 fn stream_error(e: &Element) -> Failure {
@@ -182,19 +195,8 @@ fn stream_error(e: &Element) -> Failure {
     Failure::new("stream error", format!("stream error <{condition}/>"))
 }
 
-fn error_condition(e: &Element) -> String {
-    e.get_child("error", ns::CLIENT)
-        .and_then(|err| {
-            err.children()
-                .find(|c| c.ns() == ns::STANZAS && c.name() != "text")
-        })
-        .map(|c| c.name().to_string())
-        .unwrap_or_else(|| "undefined".into())
-}
-
-/// What a login cost and left behind.
-pub struct LoggedIn {
-    pub session: Session,
+fn error_condition(e: &Element) -> &'static str {
+    stanza_error_condition(e).map_or("undefined", |(kind, _)| kind.name())
 }
 
 /// Connects and logs `user` in; `source` is the local address to leave from.
@@ -203,7 +205,7 @@ pub async fn login(
     server: SocketAddr,
     source: Option<IpAddr>,
     user: &str,
-) -> Result<LoggedIn> {
+) -> Result<Session> {
     let socket = TcpSocket::new_v4().map_err(|e| Failure::new("socket", e.to_string()))?;
     if let Some(ip) = source {
         socket
@@ -261,58 +263,42 @@ pub async fn login(
             "no resource binding offered after SASL",
         ));
     }
-    let bound = n
-        .iq(
-            &format!(
-                "<iq type='set' id='bind'><bind xmlns='{}'><resource>load</resource></bind></iq>",
-                ns::BIND
-            ),
-            "bind",
-            "the bind result",
-        )
-        .await?;
-    if bound.attr("type") != Some("result") {
-        return Err(Failure::new(
-            "bind",
-            format!("bind refused: <{}/>", error_condition(&bound)),
-        ));
-    }
+    n.iq_result(
+        &format!(
+            "<iq type='set' id='bind'><bind xmlns='{}'><resource>load</resource></bind></iq>",
+            ns::BIND
+        ),
+        "bind",
+        "bind",
+    )
+    .await?;
     // RFC 3921 sessions: only where the server still requires one.
     if let Some(s) = features.get_child("session", ns::SESSION) {
         if s.get_child("optional", ns::SESSION).is_none() {
-            n.iq(
+            n.iq_result(
                 &format!(
                     "<iq type='set' id='sess'><session xmlns='{}'/></iq>",
                     ns::SESSION
                 ),
                 "sess",
-                "the session result",
+                "session",
             )
             .await?;
         }
     }
-    let roster = n
-        .iq(
-            &format!(
-                "<iq type='get' id='roster'><query xmlns='{}'/></iq>",
-                ns::ROSTER
-            ),
-            "roster",
-            "the roster",
-        )
-        .await?;
-    if roster.attr("type") != Some("result") {
-        return Err(Failure::new(
-            "roster",
-            format!("roster refused: <{}/>", error_condition(&roster)),
-        ));
-    }
+    n.iq_result(
+        &format!(
+            "<iq type='get' id='roster'><query xmlns='{}'/></iq>",
+            ns::ROSTER
+        ),
+        "roster",
+        "roster",
+    )
+    .await?;
     n.send("<presence/>").await?;
-    Ok(LoggedIn {
-        session: Session {
-            reader: n.reader,
-            writer: n.writer,
-        },
+    Ok(Session {
+        reader: n.reader,
+        writer: n.writer,
     })
 }
 

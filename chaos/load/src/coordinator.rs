@@ -486,16 +486,14 @@ async fn chat_phase(
     c.secs = secs;
     if c.delivered < c.sent {
         let lost = c.sent - c.delivered;
-        errors.add(
+        errors.add_n(
             "not delivered",
+            lost,
             format!(
                 "{lost} of {} messages sent had not arrived {drain} s after the last send",
                 c.sent
             ),
         );
-        if let Some(e) = errors.0.get_mut("not delivered") {
-            e.0 = lost;
-        }
     }
     Ok((c, errors))
 }

@@ -91,8 +91,12 @@ pub struct Errors(pub BTreeMap<String, (u64, String)>);
 
 impl Errors {
     pub fn add(&mut self, kind: &str, example: impl Into<String>) {
+        self.add_n(kind, 1, example);
+    }
+
+    pub fn add_n(&mut self, kind: &str, n: u64, example: impl Into<String>) {
         let e = self.0.entry(kind.to_string()).or_insert((0, String::new()));
-        e.0 += 1;
+        e.0 += n;
         if e.1.is_empty() {
             e.1 = example.into();
         }

@@ -161,11 +161,7 @@ pub async fn run() -> anyhow::Result<()> {
             }
             Command::Close => {
                 close_all(&mut clients).await;
-                let report = PhaseReport {
-                    live: 0,
-                    ..PhaseReport::default()
-                };
-                write_report(&mut stdout, &report).await?;
+                write_report(&mut stdout, &PhaseReport::default()).await?;
                 return Ok(());
             }
         };
@@ -241,11 +237,11 @@ async fn login_all(
     let mut latency = Latency::default();
     for (slot, task) in tasks {
         match task.await {
-            Ok((Ok(done), ns)) => {
+            Ok((Ok(session), ns)) => {
                 report.ok += 1;
                 latency.record_ns(ns);
                 clients[slot] = Some(start_session(
-                    done.session,
+                    session,
                     received.clone(),
                     job.keepalive_secs,
                     job.run,

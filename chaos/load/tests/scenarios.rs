@@ -31,7 +31,6 @@ struct Node {
     child: Child,
     dir: tempfile::TempDir,
     c2s: u16,
-    cluster: u16,
 }
 
 impl Node {
@@ -63,12 +62,7 @@ impl Node {
             .stderr(log)
             .spawn()
             .unwrap();
-        Node {
-            child,
-            dir,
-            c2s,
-            cluster,
-        }
+        Node { child, dir, c2s }
     }
 
     fn wait_ready(&mut self) {
@@ -144,7 +138,6 @@ fn cluster(n: usize) -> Vec<Node> {
     for node in &mut nodes {
         node.wait_ready();
     }
-    let _ = nodes[0].cluster;
     nodes
 }
 
