@@ -29,6 +29,9 @@ pub struct RaftConfig {
     pub max_pending_per_address: usize,
     /// Time a new inbound connection has to finish TLS and prove the secret.
     pub handshake_timeout: Duration,
+    /// Data kinds asked about on every stanza: which users hold any is kept in memory
+    /// (`StateReader::has_data`).
+    pub memory_kinds: Vec<String>,
 }
 
 impl Default for RaftConfig {
@@ -46,6 +49,7 @@ impl Default for RaftConfig {
             identity: ClusterIdentity::default(),
             max_pending_per_address: MAX_PENDING_PER_ADDRESS,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            memory_kinds: Vec::new(),
         }
     }
 }

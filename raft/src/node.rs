@@ -107,7 +107,9 @@ impl RaftNode {
         let raft_config = Arc::new(cfg.openraft_config().map_err(RaftError::Config)?);
         let node_id = cfg.node_id;
 
-        let storage = Storage::open_async(&cfg.data_dir.join("raft")).await?;
+        let storage = Storage::open_async(&cfg.data_dir.join("raft"))
+            .await?
+            .keep_in_memory(cfg.memory_kinds.iter().cloned());
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let log_store = storage.log_store();
         let state_machine = storage.state_machine(events.clone()).await?;

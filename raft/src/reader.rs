@@ -14,7 +14,7 @@ use crate::storage::keys::{
     self, CF_DATA, CF_DATA_META, CF_NODE_ROUTES, CF_QUEUE, CF_QUEUE_META, CF_ROUTES, CF_SETTINGS,
     CF_SM_META, CF_USERS,
 };
-use crate::storage::{cf, scan_prefix};
+use crate::storage::{cf, scan_prefix, DataIndex};
 use crate::types::{LogId, NodeId, Route, UserRecord};
 
 /// A read of the local replica that could not be answered. Callers refuse what they
@@ -36,6 +36,7 @@ pub struct StateReader {
     db: Arc<DB>,
     errors: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
+    index: Arc<DataIndex>,
 }
 
 type Read<T> = Result<T, ReadError>;
@@ -47,11 +48,12 @@ fn valid_names(names: &[&str]) -> bool {
 }
 
 impl StateReader {
-    pub(crate) fn new(db: Arc<DB>, applied: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(db: Arc<DB>, applied: Arc<AtomicU64>, index: Arc<DataIndex>) -> Self {
         StateReader {
             db,
             errors: Arc::default(),
             applied,
+            index,
         }
     }
 
@@ -233,6 +235,19 @@ impl StateReader {
         self.db
             .get_cf(cf(&self.db, CF_DATA), keys::data_key(user, kind, key))
             .map_err(|e| self.storage_error(CF_DATA, e))
+    }
+
+    /// Whether `user` holds any item of `kind`: from memory for the kinds the node keeps
+    /// there (`Storage::keep_in_memory`), otherwise one seek.
+    pub fn has_data(&self, user: &str, kind: &str) -> Read<bool> {
+        self.check_user_fault(kind, user)?;
+        if !valid_names(&[user, kind]) {
+            return Ok(false);
+        }
+        if let Some(held) = self.index.holds(user, kind) {
+            return Ok(held);
+        }
+        crate::storage::any_item(&self.db, user, kind).map_err(|e| self.storage_error(CF_DATA, e))
     }
 
     /// Every (key, value) of exactly that user and kind, sorted by key.

@@ -56,9 +56,19 @@ struct Opened {
     events: broadcast::Receiver<StateEvent>,
 }
 
+/// Kinds the tests' storage keeps in memory (`has_data`); "vcard" is read from RocksDB.
+const MEMORY_KINDS: [&str; 2] = ["r", "roster"];
+
+async fn open_in(dir: &std::path::Path) -> Storage {
+    Storage::open_async(dir)
+        .await
+        .unwrap()
+        .keep_in_memory(MEMORY_KINDS.map(String::from))
+}
+
 async fn open() -> Opened {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open_async(dir.path()).await.unwrap();
+    let storage = open_in(dir.path()).await;
     let (tx, events) = broadcast::channel(4096);
     let sm = storage.state_machine(tx).await.unwrap();
     Opened {
@@ -144,6 +154,11 @@ fn assert_same_state(reader: &StateReader, model: &MemState) {
                 .copied()
                 .unwrap_or(0);
             assert_eq!(reader.data_version(user, kind).unwrap(), version);
+            assert_eq!(
+                reader.has_data(user, kind).unwrap(),
+                !want.is_empty(),
+                "has_data {user} {kind}"
+            );
             for key in DATA_KEYS {
                 assert_eq!(
                     reader.data(user, kind, key).unwrap(),
@@ -415,6 +430,144 @@ async fn installed_snapshot_replaces_the_whole_state_machine() {
         .unwrap();
     assert_eq!(resp[0].results.len(), 3, "remembered response of request 1");
     assert!(follower.reader.user("new@x").unwrap().is_none());
+}
+
+/// The kinds kept in memory answer `has_data` like the database after writes, a clear,
+/// the account's deletion, a snapshot install over other state, and a restart.
+#[tokio::test]
+async fn which_users_hold_a_kind_kept_in_memory_follows_every_change() {
+    let mut leader = open().await;
+    let mut follower = open().await;
+    leader
+        .sm
+        .apply([entry(
+            1,
+            req(
+                1,
+                vec![
+                    create_user("al@x"),
+                    create_user("bo@x"),
+                    put_data("al@x", "roster", &[("b@x", b"item")]),
+                    put_data("bo@x", "roster", &[("a@x", b"item")]),
+                    data_write("bo@x", "roster", false, &["a@x"], &[], None),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert!(leader.reader.has_data("al@x", "roster").unwrap());
+    assert!(
+        !leader.reader.has_data("bo@x", "roster").unwrap(),
+        "its one item deleted"
+    );
+    assert!(
+        !leader.reader.has_data("al@x", "r").unwrap(),
+        "another kind"
+    );
+
+    follower
+        .sm
+        .apply([entry(
+            1,
+            req(
+                1,
+                vec![
+                    create_user("zed@x"),
+                    put_data("zed@x", "roster", &[("a@x", b"item")]),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert!(follower.reader.has_data("zed@x", "roster").unwrap());
+    let snap = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut data = follower.sm.begin_receiving_snapshot().await.unwrap();
+    *data = Cursor::new(snap.snapshot.into_inner());
+    follower
+        .sm
+        .install_snapshot(&snap.meta, data)
+        .await
+        .unwrap();
+    assert!(
+        !follower.reader.has_data("zed@x", "roster").unwrap(),
+        "replaced"
+    );
+    assert!(
+        follower.reader.has_data("al@x", "roster").unwrap(),
+        "installed"
+    );
+
+    leader
+        .sm
+        .apply([entry(
+            2,
+            req(
+                2,
+                vec![
+                    put_data("bo@x", "roster", &[("c@x", b"item")]),
+                    data_write("al@x", "roster", true, &[], &[], None),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert!(
+        !leader.reader.has_data("al@x", "roster").unwrap(),
+        "cleared"
+    );
+    assert!(leader.reader.has_data("bo@x", "roster").unwrap());
+    leader
+        .sm
+        .apply([entry(
+            3,
+            req(
+                3,
+                vec![Command::DeleteUser {
+                    user: "bo@x".into(),
+                }],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert!(
+        !leader.reader.has_data("bo@x", "roster").unwrap(),
+        "account deleted"
+    );
+    leader
+        .sm
+        .apply([entry(
+            4,
+            req(
+                4,
+                vec![
+                    create_user("bo@x"),
+                    put_data("bo@x", "roster", &[("d@x", b"item")]),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+
+    // Built again from the database when the node starts.
+    let Opened {
+        _dir: dir,
+        sm,
+        reader,
+        events,
+    } = leader;
+    drop((sm, reader, events));
+    let storage = open_in(dir.path()).await;
+    let (tx, _rx) = broadcast::channel(16);
+    let _sm = storage.state_machine(tx).await.unwrap();
+    let reader = storage.reader();
+    assert!(reader.has_data("bo@x", "roster").unwrap());
+    assert!(!reader.has_data("al@x", "roster").unwrap());
 }
 
 fn req(serial: u64, commands: Vec<Command>) -> Request {

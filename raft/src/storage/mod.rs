@@ -1,5 +1,6 @@
 //! openraft storage v2 on one RocksDB: the log store (`log`) and the state machine (`sm`).
 
+mod data_index;
 pub mod keys;
 mod log;
 mod sm;
@@ -13,6 +14,7 @@ use openraft::{AnyError, StorageIOError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
 use tokio::sync::broadcast;
 
+pub(crate) use self::data_index::{any_item, DataIndex};
 pub use self::log::LogStore;
 pub use self::sm::{SnapshotBuilder, StateMachine};
 use crate::codec::CodecError;
@@ -87,6 +89,8 @@ pub struct Storage {
     /// after each write) and every reader: which writes a read is sure to see, from
     /// memory, without a RocksDB read.
     applied: Arc<AtomicU64>,
+    /// Which users hold the kinds asked about on every stanza, from memory.
+    index: Arc<DataIndex>,
 }
 
 impl Storage {
@@ -110,7 +114,15 @@ impl Storage {
             db: Arc::new(db),
             in_use: Arc::new(()),
             applied: Arc::default(),
+            index: Arc::new(DataIndex::new([])),
         })
+    }
+
+    /// Keep in memory which users hold any item of these data kinds (`has_data` is then
+    /// answered without a RocksDB read). Call before making the state machine or readers.
+    pub fn keep_in_memory(mut self, kinds: impl IntoIterator<Item = String>) -> Storage {
+        self.index = Arc::new(DataIndex::new(kinds));
+        self
     }
 
     pub async fn open_async(dir: &Path) -> Result<Storage, RaftError> {
@@ -135,12 +147,13 @@ impl Storage {
             self.in_use.clone(),
             events,
             self.applied.clone(),
+            self.index.clone(),
         )
         .await?)
     }
 
     pub fn reader(&self) -> StateReader {
-        StateReader::new(self.db.clone(), self.applied.clone())
+        StateReader::new(self.db.clone(), self.applied.clone(), self.index.clone())
     }
 
     /// True while a log store, state machine or snapshot builder made from this storage is

@@ -16,7 +16,7 @@ use super::keys::{
     CF_SM_META, CF_USERS,
 };
 use super::snapshot::{self, SnapshotPayload};
-use super::{blocking, cf, read_err, scan_prefix, DbError};
+use super::{blocking, cf, read_err, scan_prefix, DataIndex, DbError};
 use crate::codec;
 use crate::machine::{self, full_jid_prefix, Applied, ClientRecord, QueueMeta, StateStore};
 use crate::types::{
@@ -415,6 +415,8 @@ pub struct StateMachine {
     snapshot_lock: Arc<Mutex<()>>,
     /// Moved after each write, so that a reader never counts on an entry not yet written.
     applied_index: Arc<AtomicU64>,
+    /// Changed with each write, before `applied_index` moves.
+    index: Arc<DataIndex>,
 }
 
 impl StateMachine {
@@ -423,19 +425,19 @@ impl StateMachine {
         in_use: Arc<()>,
         events: broadcast::Sender<StateEvent>,
         applied_index: Arc<AtomicU64>,
+        data_index: Arc<DataIndex>,
     ) -> Result<StateMachine, StorageError> {
         let d = db.clone();
         let index = applied_index.clone();
+        let built = data_index.clone();
         blocking(move || {
             let meta_cf = cf(&d, CF_SM_META);
             let (applied, _) = snapshot::read_applied(|k| d.get_cf(meta_cf, k))?;
             index.store(applied.map_or(0, |l| l.index), Ordering::Release);
-            let Some(stored) = snapshot::stored_meta(&d)? else {
-                return Ok(());
-            };
+            let stored = snapshot::stored_meta(&d)?;
             // Defensive: the state machine should never be behind its own snapshot, but if
             // it is (lost writes), the snapshot is the newer truth.
-            if stored.last_log_id > applied {
+            if let Some(stored) = stored.filter(|s| s.last_log_id > applied) {
                 tracing::warn!(
                     snapshot = ?stored.last_log_id,
                     applied = ?applied,
@@ -447,6 +449,7 @@ impl StateMachine {
                 install(&d, &meta, &data, &payload)?;
                 index.store(meta.last_log_id.map_or(0, |l| l.index), Ordering::Release);
             }
+            built.rebuild(&d);
             Ok(())
         })
         .await
@@ -457,6 +460,7 @@ impl StateMachine {
             events,
             snapshot_lock: Arc::new(Mutex::new(())),
             applied_index,
+            index: data_index,
         })
     }
 }
@@ -538,12 +542,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let first = entries[0].log_id;
         let last = entries[entries.len() - 1].log_id.index;
         let db = self.db.clone();
-        let (responses, events) = tokio::task::spawn_blocking(move || apply_entries(&db, entries))
-            .await
-            .map_err(|e| {
-                StorageIOError::apply(first, AnyError::error(format!("apply task failed: {e}")))
-            })?
-            .map_err(|(log_id, e)| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+        let index = self.index.clone();
+        let (responses, events) = tokio::task::spawn_blocking(move || {
+            let applied = apply_entries(&db, entries)?;
+            index.refresh(&db, &applied.1);
+            Ok(applied)
+        })
+        .await
+        .map_err(|e| {
+            StorageIOError::apply(first, AnyError::error(format!("apply task failed: {e}")))
+        })?
+        .map_err(|(log_id, e)| StorageIOError::apply(log_id, AnyError::new(&e)))?;
         self.applied_index.store(last, Ordering::Release);
         // Sent only after the write: a subscriber that reads the state sees the change.
         for event in events {
@@ -572,6 +581,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let db = self.db.clone();
+        let index = self.index.clone();
         let lock = self.snapshot_lock.clone();
         let m = meta.clone();
         blocking(move || {
@@ -583,7 +593,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 )));
             }
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            install(&db, &m, &data, &payload)
+            install(&db, &m, &data, &payload)?;
+            index.rebuild(&db);
+            Ok(())
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
