@@ -86,13 +86,18 @@ pub fn start(
     let (out, inbox) = outbound::queue(queue, settings.outbound_queue_bytes);
     let writer = tokio::spawn(outbound::write_loop(writer, inbox, c2s.write_timeout()));
     let writer_task = writer.abort_handle();
-    let (in_tx, in_rx) = mpsc::channel(16);
+    // Boxed: tokio allocates a channel's slots 32 at a time, up front, and an unboxed
+    // event made that 4.6 KiB on every idle session (docs/benchmarks.md).
+    let (in_tx, in_rx) = mpsc::channel::<Box<Result<StreamEvent, ReadError>>>(16);
     let shaper = c2s.rates.shaper();
     let reader_task = tokio::spawn(read_loop(reader, in_tx, shaper)).abort_handle();
     let arbiter = c2s.arbiter.clone();
     Session::start_in_arbiter(&arbiter, move |ctx: &mut Context<Session>| {
         ctx.set_mailbox_capacity(queue);
-        ctx.add_stream(ReceiverStream::new(in_rx));
+        ctx.add_stream(tokio_stream::StreamExt::map(
+            ReceiverStream::new(in_rx),
+            |event| *event,
+        ));
         ctx.spawn(
             actix::fut::wrap_future::<_, Session>(writer)
                 .map(|end, act, ctx| act.writer_ended(end, ctx)),
@@ -136,14 +141,14 @@ fn too_busy(request: &Element) -> Element {
 /// its rate (`rate.session_*`) is not read from until it is back under it.
 async fn read_loop(
     mut reader: Reader,
-    tx: mpsc::Sender<Result<StreamEvent, ReadError>>,
+    tx: mpsc::Sender<Box<Result<StreamEvent, ReadError>>>,
     mut shaper: Shaper,
 ) {
     let mut read = reader.bytes_read();
     loop {
         let event = reader.next().await;
         let last = !matches!(event, Ok(StreamEvent::Stanza(_)));
-        if tx.send(event).await.is_err() || last {
+        if tx.send(Box::new(event)).await.is_err() || last {
             break;
         }
         let now_read = reader.bytes_read();
@@ -499,8 +504,15 @@ impl Actor for Session {
         });
         let raft = self.c2s.raft.clone();
         let session = self.session_id.clone();
+        // A node shutting down past its grace drops its sessions after the runtime: the
+        // route goes with the node then (its routes are dropped when it leaves or is
+        // found down), and spawning would panic.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(jid = %self.full_jid, "runtime gone; route left to the node's departure");
+            return;
+        };
         // The route goes only if it is still ours: a newer bind may have replaced it.
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Err(e) = raft
                 .propose(Command::UnbindResource {
                     full_jid: full_jid.clone(),

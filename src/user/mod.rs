@@ -47,7 +47,9 @@ struct Resource {
 
 pub struct UserActor {
     bare: String,
-    resources: BTreeMap<String, Resource>,
+    /// Boxed: a map's first node has room for eleven entries, and most accounts have one
+    /// resource (2.7 KiB per online account unboxed, docs/benchmarks.md).
+    resources: BTreeMap<String, Box<Resource>>,
     raft: Arc<RaftNode>,
     /// Other nodes' resources of this account, and the links to reach them.
     cluster: Arc<Cluster>,
@@ -472,7 +474,7 @@ impl Handler<AddResource> for UserActor {
             carbons: false,
             directed: BTreeSet::new(),
         };
-        self.resources.insert(jid, resource);
+        self.resources.insert(jid, Box::new(resource));
     }
 }
 

@@ -20,6 +20,7 @@ pub mod stream;
 
 mod chars;
 mod metered;
+mod on_demand;
 #[cfg(test)]
 mod tests;
 

@@ -19,7 +19,9 @@ use std::task::{Context, Poll, Waker};
 use quick_xml::errors::{Error as XmlError, IllFormedError, SyntaxError};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
-use tokio::io::{AsyncRead, BufReader};
+use tokio::io::AsyncRead;
+
+use super::on_demand::OnDemandBuf;
 
 use super::chars::{
     is_all_space, is_xml_char, is_xml_space, resolve_reference, split_qname, BadReference,
@@ -152,7 +154,7 @@ enum State {
 
 /// Reads an XMPP stream from `R`, one event per call to [`StreamReader::next`].
 pub struct StreamReader<R> {
-    xml: Reader<BufReader<Metered<R>>>,
+    xml: Reader<OnDemandBuf<Metered<R>>>,
     /// quick-xml's event buffer, reused between events.
     buf: Vec<u8>,
     limits: Limits,
@@ -167,11 +169,6 @@ pub struct StreamReader<R> {
 /// connection.
 const BUF_KEEP: usize = 16 * 1024;
 
-/// Bytes read from the socket at a time. Every connection holds this buffer for its whole
-/// life, idle or not: with tokio's default of 8 KiB an idle plaintext session took 27.2
-/// KiB, with 2 KiB 21.3 (docs/benchmarks.md); a larger stanza only takes more reads.
-const READ_BUFFER: usize = 2 * 1024;
-
 impl<R: AsyncRead + Unpin> StreamReader<R> {
     pub fn new(inner: R, limits: Limits) -> Self {
         Self::with_doc(inner, limits, Doc::default())
@@ -179,10 +176,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
 
     fn with_doc(inner: R, limits: Limits, doc: Doc) -> Self {
         let cap = limits.max_stanza_bytes as u64;
-        let xml = Reader::from_reader(BufReader::with_capacity(
-            READ_BUFFER,
-            Metered::new(inner, cap),
-        ));
+        // Read through a buffer held only while bytes wait to be parsed: most
+        // connections are idle most of the time (`on_demand`).
+        let xml = Reader::from_reader(OnDemandBuf::new(Metered::new(inner, cap)));
         StreamReader {
             xml,
             buf: Vec::new(),
@@ -315,7 +311,7 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
 }
 
 fn map_xml_error<R: AsyncRead + Unpin>(
-    xml: &Reader<BufReader<Metered<R>>>,
+    xml: &Reader<OnDemandBuf<Metered<R>>>,
     limits: &Limits,
     doc: &Doc,
     e: XmlError,
