@@ -2,7 +2,7 @@
 //!
 //! The queue is bounded twice: in stanzas (`c2s.outbound_queue`) and in bytes
 //! (`c2s.outbound_queue_bytes`), because one stanza may be as large as
-//! `c2s.max_stanza_bytes`. Bytes are counted with a semaphore: a sender takes
+//! `c2s.max_stanza_bytes`. Both are counted with semaphores: a sender takes a slot and
 //! as many permits as the stanza's bytes, the writer gives them back once they
 //! are on the socket. A stanza larger than the whole byte bound takes every
 //! permit, so it still passes, alone.
@@ -11,12 +11,14 @@
 //! `c2s.write_timeout_secs`; the session ends then, and aborting the writer
 //! frees the socket and whatever was still queued at once.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 enum Item {
     /// A stanza, and who to tell once it is on the socket.
@@ -25,12 +27,42 @@ enum Item {
     Close(String),
 }
 
+/// What the session and the writer share. Not a tokio channel: that allocates 32 slots
+/// up front, 1.8 KiB on every idle session; this queue holds memory only while stanzas
+/// wait (docs/benchmarks.md).
+struct Shared {
+    items: Mutex<VecDeque<Item>>,
+    /// Room for stanzas, and for their bytes: a sender takes permits, the writer gives
+    /// them back once the stanza is on the socket. Closed when the writer ends.
+    slots: Semaphore,
+    bytes: Semaphore,
+    /// Wakes the writer: something was queued, or the last sender went.
+    wake: Notify,
+    senders: AtomicUsize,
+}
+
 /// The session's end of the queue.
-#[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Item>,
-    bytes: Arc<Semaphore>,
+    shared: Arc<Shared>,
     capacity: u32,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: self.shared.clone(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.wake.notify_one();
+        }
+    }
 }
 
 /// Why a stanza was not queued.
@@ -55,17 +87,28 @@ pub enum WriterEnd {
 
 /// A queue bounded by `stanzas` and `bytes`, and its receiving end for [`write_loop`].
 pub fn queue(stanzas: usize, bytes: u64) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(stanzas.max(1));
     let capacity = bytes.clamp(1, u32::MAX as u64) as u32;
-    let bytes = Arc::new(Semaphore::new(capacity as usize));
+    let shared = Arc::new(Shared {
+        items: Mutex::new(VecDeque::new()),
+        slots: Semaphore::new(stanzas.clamp(1, Semaphore::MAX_PERMITS)),
+        bytes: Semaphore::new(capacity as usize),
+        wake: Notify::new(),
+        senders: AtomicUsize::new(1),
+    });
     (
         Outbox {
-            tx,
-            bytes: bytes.clone(),
+            shared: shared.clone(),
             capacity,
         },
-        Inbox { rx, bytes },
+        Inbox { shared },
     )
+}
+
+fn refused(e: tokio::sync::TryAcquireError) -> Refused {
+    match e {
+        tokio::sync::TryAcquireError::NoPermits => Refused::Full,
+        tokio::sync::TryAcquireError::Closed => Refused::Closed,
+    }
 }
 
 impl Outbox {
@@ -73,22 +116,24 @@ impl Outbox {
         (xml.len().min(u32::MAX as usize) as u32).clamp(1, self.capacity)
     }
 
+    fn enqueue(&self, item: Item) {
+        self.shared
+            .items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(item);
+        self.shared.wake.notify_one();
+    }
+
     /// Queue a stanza now or refuse it.
     pub fn try_push(&self, xml: String) -> Result<(), Refused> {
         let cost = self.cost(&xml);
-        let permit = match self.bytes.try_acquire_many(cost) {
-            Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Refused::Full),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Refused::Closed),
-        };
-        match self.tx.try_send(Item::Xml(xml, None)) {
-            Ok(()) => {
-                permit.forget();
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Refused::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Refused::Closed),
-        }
+        let slot = self.shared.slots.try_acquire().map_err(refused)?;
+        let bytes = self.shared.bytes.try_acquire_many(cost).map_err(refused)?;
+        slot.forget();
+        bytes.forget();
+        self.enqueue(Item::Xml(xml, None));
+        Ok(())
     }
 
     /// Queue a stanza, waiting for room: the client paces the sender.
@@ -110,16 +155,12 @@ impl Outbox {
         written: Option<oneshot::Sender<()>>,
     ) -> Result<(), Refused> {
         let cost = self.cost(&xml);
-        let permit = self
-            .bytes
-            .acquire_many(cost)
-            .await
-            .map_err(|_| Refused::Closed)?;
-        self.tx
-            .send(Item::Xml(xml, written))
-            .await
-            .map_err(|_| Refused::Closed)?;
-        permit.forget();
+        let closed = |_| Refused::Closed;
+        let slot = self.shared.slots.acquire().await.map_err(closed)?;
+        let bytes = self.shared.bytes.acquire_many(cost).await.map_err(closed)?;
+        slot.forget();
+        bytes.forget();
+        self.enqueue(Item::Xml(xml, written));
         Ok(())
     }
 
@@ -127,60 +168,100 @@ impl Outbox {
     /// with no room for it is a client that stopped reading: nothing more is
     /// worth writing then.
     pub fn close(&self, tail: String) {
-        let _ = self.tx.try_send(Item::Close(tail));
+        if let Ok(slot) = self.shared.slots.try_acquire() {
+            slot.forget();
+            self.enqueue(Item::Close(tail));
+        }
     }
 }
 
 /// The writer's end of the queue.
 pub struct Inbox {
-    rx: mpsc::Receiver<Item>,
-    bytes: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+impl Inbox {
+    /// What is queued, up to about `max` bytes; waits while nothing is. `None` once
+    /// every sender is gone and nothing is left.
+    async fn take(&self, max: usize) -> Option<Vec<Item>> {
+        loop {
+            {
+                let mut items = self.shared.items.lock().unwrap_or_else(|p| p.into_inner());
+                if !items.is_empty() {
+                    let mut taken = Vec::new();
+                    let mut size = 0;
+                    while let Some(item) = items.pop_front() {
+                        if let Item::Xml(xml, _) = &item {
+                            size += xml.len();
+                        }
+                        let last = matches!(item, Item::Close(_));
+                        taken.push(item);
+                        if last || size >= max {
+                            break;
+                        }
+                    }
+                    if items.is_empty() {
+                        // Nothing kept while idle.
+                        *items = VecDeque::new();
+                    }
+                    return Some(taken);
+                }
+            }
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            self.shared.wake.notified().await;
+        }
+    }
 }
 
 /// Drain the queue into `writer` until the close tail, a write that stalls for
 /// `timeout`, or a failed connection.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut inbox: Inbox,
+    inbox: Inbox,
     timeout: Duration,
 ) -> WriterEnd {
     const BATCH_BYTES: usize = 64 * 1024;
-    let mut buf = String::new();
-    let end = 'outer: loop {
-        let Some(item) = inbox.rx.recv().await else {
+    let end = loop {
+        let Some(items) = inbox.take(BATCH_BYTES).await else {
             break WriterEnd::Closed;
         };
         let mut closing = false;
         let mut taken = 0usize;
+        let slots = items.len();
         let mut receipts = Vec::new();
-        let mut next = Some(item);
-        // Write everything already queued in one go: fewer syscalls and TLS records.
-        while let Some(item) = next.take() {
+        // Everything already queued in one write: fewer syscalls and TLS records.
+        let mut buf = String::new();
+        for item in items {
             match item {
                 Item::Xml(xml, written) => {
                     taken += xml.len().clamp(1, u32::MAX as usize);
-                    buf.push_str(&xml);
+                    if buf.is_empty() {
+                        buf = xml;
+                    } else {
+                        buf.push_str(&xml);
+                    }
                     receipts.extend(written);
                 }
                 Item::Close(tail) => {
                     buf.push_str(&tail);
                     closing = true;
-                    break;
                 }
-            }
-            if buf.len() < BATCH_BYTES {
-                next = inbox.rx.try_recv().ok();
             }
         }
         if let Err(e) = write_with_progress(&mut writer, buf.as_bytes(), timeout).await {
-            break 'outer if e.kind() == io::ErrorKind::TimedOut {
+            break if e.kind() == io::ErrorKind::TimedOut {
                 WriterEnd::TimedOut
             } else {
                 WriterEnd::Failed
             };
         }
-        buf.clear();
-        inbox.bytes.add_permits(taken.min(Semaphore::MAX_PERMITS));
+        inbox.shared.slots.add_permits(slots);
+        inbox
+            .shared
+            .bytes
+            .add_permits(taken.min(Semaphore::MAX_PERMITS));
         for receipt in receipts {
             let _ = receipt.send(());
         }
@@ -191,9 +272,21 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     if end == WriterEnd::Closed {
         let _ = tokio::time::timeout(timeout, writer.shutdown()).await;
     }
-    // Senders waiting for room learn that none will come.
-    inbox.bytes.close();
     end
+}
+
+impl Drop for Inbox {
+    /// The writer ended or was aborted: senders waiting for room learn that none will
+    /// come, and what is left goes.
+    fn drop(&mut self) {
+        self.shared.slots.close();
+        self.shared.bytes.close();
+        self.shared
+            .items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 /// `write_all` and `flush`, failing with `TimedOut` when no byte is taken for
@@ -285,6 +378,30 @@ mod tests {
         let big = out.push_until_written("x".repeat(1000)).await.unwrap();
         assert_eq!(writer.await.unwrap(), WriterEnd::TimedOut);
         assert!(big.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_holds_no_memory_and_an_aborted_writer_refuses_senders() {
+        let (out, inbox) = queue(10, 1 << 20);
+        let shared = inbox.shared.clone();
+        let (client, mut server) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(write_loop(client, inbox, Duration::from_secs(5)));
+        for _ in 0..5 {
+            out.try_push("<a/>".into()).unwrap();
+        }
+        let mut buf = [0u8; 20];
+        tokio::io::AsyncReadExt::read_exact(&mut server, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(
+            shared.items.lock().unwrap().capacity(),
+            0,
+            "written and emptied: nothing kept"
+        );
+        writer.abort();
+        let _ = writer.await;
+        assert_eq!(out.push("<b/>".into()).await, Err(Refused::Closed));
+        assert_eq!(out.try_push("<b/>".into()), Err(Refused::Closed));
     }
 
     #[tokio::test]

@@ -716,7 +716,12 @@ impl Doc {
                 parent.append_child(element);
                 None
             }
-            None => Some(StreamEvent::Stanza(element)),
+            None => {
+                // Between stanzas nothing is open: the stack's room goes, rather than
+                // staying with every idle stream.
+                self.open = Vec::new();
+                Some(StreamEvent::Stanza(element))
+            }
         }
     }
 
