@@ -119,3 +119,79 @@ stop_system_prosody() {
     rm -f "$pidfile"
   done
 }
+
+# Installs Debian packages with their services kept from starting (a
+# policy-rc.d answering 101 during the install; only a policy we wrote is
+# removed). For servers the benchmarks run as their own processes.
+install_without_services() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "run as root, or install them first: apt-get install $*" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  echo "installing Debian packages: $*" >&2
+  local own_policy="" status=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# written by chorus scripts/lib/setup.sh while installing %s\nexit 101\n' "$*" >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || status=$?
+  if [ -n "$own_policy" ] && grep -q 'chorus scripts/lib/setup.sh' /usr/sbin/policy-rc.d 2>/dev/null; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  if [ "$status" -ne 0 ]; then
+    echo "apt-get install $* failed ($status)" >&2
+    exit "$status"
+  fi
+}
+
+# Stops and disables a Debian service, whichever init system runs it (or none).
+stop_system_service() {
+  local name="$1"
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    systemctl stop "$name.service" >/dev/null 2>&1 || true
+    systemctl disable "$name.service" >/dev/null 2>&1 || true
+  else
+    if command -v update-rc.d >/dev/null; then
+      update-rc.d "$name" disable >/dev/null 2>&1 || true
+    fi
+    if [ -x "/etc/init.d/$name" ]; then
+      if command -v service >/dev/null; then
+        service "$name" stop >/dev/null 2>&1 || true
+      else
+        "/etc/init.d/$name" stop >/dev/null 2>&1 || true
+      fi
+    fi
+  fi
+}
+
+# Debian's ejabberd, for chaos/bench/compare, which runs it as its own process
+# with a config, spool and logs of its own. The system service (on 5222 and
+# more) is kept from starting and disabled. Does nothing when installed.
+ensure_ejabberd() {
+  dpkg-query -W -f='${Status}' ejabberd 2>/dev/null | grep -q "install ok installed" && return 0
+  install_without_services ejabberd
+  stop_system_service ejabberd
+}
+
+# tsung, the cross-check load generator of chaos/bench/tsung/.
+ensure_tsung() {
+  command -v tsung >/dev/null && return 0
+  install_without_services tsung
+}
+
+# The Python of chaos/bench/compare: a virtualenv (.venv-bench) that sees
+# Debian's matplotlib, so the plots need no package index.
+ensure_bench_venv() {
+  if [ -x .venv-bench/bin/python ] && .venv-bench/bin/python -c 'import matplotlib' 2>/dev/null; then
+    return 0
+  fi
+  if ! /usr/bin/python3 -c 'import matplotlib, venv' 2>/dev/null; then
+    ensure_root_install python3-matplotlib python3-venv
+  fi
+  echo "making .venv-bench (matplotlib from Debian)" >&2
+  rm -rf .venv-bench
+  /usr/bin/python3 -m venv --system-site-packages .venv-bench
+  .venv-bench/bin/python -c 'import matplotlib' || .venv-bench/bin/pip install -q --disable-pip-version-check matplotlib
+}
