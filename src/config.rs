@@ -71,7 +71,7 @@ pub struct C2sSettings {
     /// Seconds a write to a client may make no progress before the connection is closed.
     pub write_timeout_secs: u64,
     /// Client connections this node holds at once; 0: as many as the open-file limit
-    /// allows, less 1024 kept for storage and the cluster (a larger figure is capped so).
+    /// allows, less 512 kept for storage and the cluster (a larger figure is capped so).
     pub max_connections: u64,
     /// Client connections from one IP address.
     pub max_connections_per_ip: u64,
@@ -146,6 +146,9 @@ pub struct ClusterSettings {
     pub max_pending_per_address: u64,
     /// Milliseconds a new inbound cluster connection has to finish TLS and prove the secret.
     pub handshake_timeout_ms: u64,
+    /// Messages waiting to be written on one peer link (all the node's traffic to that
+    /// peer); beyond, or beyond 64 MiB of them, a message is refused.
+    pub link_queue: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -382,6 +385,7 @@ impl Default for ClusterSettings {
             },
             max_pending_per_address: 16,
             handshake_timeout_ms: 3000,
+            link_queue: 262_144,
         }
     }
 }
@@ -615,6 +619,7 @@ impl Settings {
                 "cluster.handshake_timeout_ms",
                 self.cluster.handshake_timeout_ms,
             ),
+            ("cluster.link_queue", self.cluster.link_queue),
             ("rate.tracked_keys", self.rate.tracked_keys),
         ];
         for (key, value) in positive {

@@ -1038,3 +1038,70 @@ async fn a_forged_beacon_for_a_node_that_is_not_there_is_not_counted() {
     assert_eq!(member_ids(&status(&nodes[0])), want);
     assert_eq!(member_ids(&status(&nodes[1])), want);
 }
+
+/// A peer link's queue is bounded by `cluster.link_queue`: past it a message is refused
+/// and counted, and a chat message refused so is kept for its recipient, not lost.
+/// (Until 2026-12-04 the bound was `c2s.outbound_queue`, and a 3-node login storm of
+/// 57,000 users overflowed it with presence.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_peer_link_refuses_and_counts_and_the_chat_it_refused_is_kept() {
+    let nodes = start_cluster(
+        &unique("linkq"),
+        3,
+        Find::Seeds,
+        &[
+            "--set",
+            "cluster.link_queue=4",
+            "--set",
+            "rate.session_bytes_per_second=0",
+            "--set",
+            "rate.session_stanzas_per_second=0",
+            "--set",
+            "limits.offline_messages=10000",
+            "--set",
+            "limits.offline_bytes=268435456",
+        ],
+    );
+    nodes[0].add_user("alice@localhost", "pw");
+    nodes[0].add_user("bob@localhost", "pw");
+    // Bob on a follower, paused below; the other two keep the majority.
+    let leader = status(&nodes[0])["leader"].as_str().unwrap().to_string();
+    let paused = (0..3).find(|i| node_id(&nodes[*i]) != leader).unwrap();
+    let sender = (paused + 1) % 3;
+    let mut alice = Client::login(&nodes[sender], "alice", "pw", "a").await;
+    let mut bob = Client::login(&nodes[paused], "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    bob.sync("b0").await;
+    eventually("alice's node knows bob's route", || {
+        nodes[sender].api_get("/api/v1/users/bob@localhost")["routes"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    // More than the kernel's socket buffers hold while bob's node does not read.
+    const COUNT: usize = 600;
+    let pad = "x".repeat(16 * 1024);
+    let flood: String = (0..COUNT)
+        .map(|i| {
+            format!("<message to='bob@localhost' type='chat'><body>m{i} {pad}</body></message>")
+        })
+        .collect();
+    let pid = nodes[paused].pid();
+    common::unsafe_kill(pid, "STOP");
+    alice.send(&flood).await;
+    alice.sync("a0").await;
+    common::unsafe_kill(pid, "CONT");
+    assert!(
+        nodes[sender].metric("chorus_peer_link_refused_full_total") > 0,
+        "the link never refused"
+    );
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < COUNT {
+        let m = bob.recv_until(|e| e.name() == "message").await;
+        if let Some(body) = body_of(&m) {
+            got.insert(body.split(' ').next().unwrap_or_default().to_string());
+        }
+    }
+    let want: std::collections::BTreeSet<String> = (0..COUNT).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "every message, live or kept");
+}

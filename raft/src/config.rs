@@ -110,8 +110,8 @@ pub const MAX_ENTRIES_IN_FLIGHT: usize = 1;
 /// Largest single command (encoded); a larger one is refused before it is proposed.
 pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 /// The proposer stops adding commands to an entry once it holds this many bytes, so that an
-/// entry always fits in a replication frame.
-pub const MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
+/// entry is replicated within a heartbeat interval (`MAX_APPEND_BYTES`).
+pub const MAX_ENTRY_BYTES: usize = 512 * 1024;
 /// Pause between attempts to reach the leader when a forwarded proposal found none.
 pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// A proposal that is not committed and applied within this time fails with `Timeout`
@@ -138,6 +138,16 @@ pub const SNAPSHOT_STORE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// WAL kept before RocksDB flushes the column families that pin it: rarely written
 /// families (vote, snapshot) would otherwise keep old WAL files for a long time.
 pub const MAX_TOTAL_WAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Table files RocksDB keeps open at most (its table cache closes the least used):
+/// without a cap it opens every file of a growing database, and a node counts its
+/// client connections against the open-file limit less what it keeps back for itself.
+pub const MAX_OPEN_TABLE_FILES: i32 = 128;
+
+/// Bytes of entries in one AppendEntries, past which it goes in parts (one entry alone
+/// may be larger): openraft allows it one heartbeat interval, and a follower must
+/// receive, store and answer it within that on a loaded machine.
+pub const MAX_APPEND_BYTES: usize = 512 * 1024;
 
 /// Largest RPC frame accepted or sent.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;

@@ -259,3 +259,51 @@ async fn hello_naming_another_node_is_refused() {
 
     node.shutdown().await.unwrap();
 }
+
+/// openraft gives an AppendEntries one heartbeat interval whatever its size. A burst of
+/// large commands used to be packed into messages (entries of up to 8 MiB, 64 a message)
+/// that no follower could take in time, retried forever: nothing committed and the leader
+/// lost its followers. They now go in parts of at most `MAX_APPEND_BYTES`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_commands_commits_and_replicates() {
+    init_tracing();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let n1 = std::sync::Arc::new(
+        RaftNode::start(test_config(dirs[0].path(), 1))
+            .await
+            .unwrap(),
+    );
+    let n2 = RaftNode::start_with(test_config(dirs[1].path(), 2), StartMode::Join)
+        .await
+        .unwrap();
+    let n3 = RaftNode::start_with(test_config(dirs[2].path(), 3), StartMode::Join)
+        .await
+        .unwrap();
+    n1.raft().add_learner(2, basic(&n2), true).await.unwrap();
+    n1.raft().add_learner(3, basic(&n3), true).await.unwrap();
+    n1.raft()
+        .change_membership(BTreeSet::from([1, 2, 3]), false)
+        .await
+        .unwrap();
+    n1.propose(create_user("big@x")).await.unwrap();
+    // 64 commands of 64 KiB at once (offline messages near the stanza limit, say).
+    let mut writes = Vec::new();
+    for i in 0..64 {
+        let n1 = n1.clone();
+        writes.push(tokio::spawn(async move {
+            n1.propose(common::put_data(
+                "big@x",
+                "blob",
+                &[(&format!("k{i}"), &vec![i as u8; 64 * 1024])],
+            ))
+            .await
+        }));
+    }
+    for w in writes {
+        w.await.unwrap().expect("committed");
+    }
+    let index = n1.status().last_applied.unwrap();
+    wait_applied(&n2, index).await;
+    wait_applied(&n3, index).await;
+    assert_eq!(n3.state().data_all("big@x", "blob").unwrap().len(), 64);
+}

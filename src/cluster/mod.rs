@@ -75,7 +75,7 @@ impl Cluster {
         let links = link::Links::new(
             raft.clone(),
             resources.clone(),
-            settings.c2s.outbound_queue as usize,
+            settings.cluster.link_queue as usize,
             Duration::from_secs(settings.cluster.failure.timeout),
         );
         let cluster = Arc::new(Cluster {

@@ -34,7 +34,9 @@ pub use self::messages::{
 pub use self::server::{check_hello, AppFuture, AppHandler, AppHooks, LinkStream};
 pub use self::tls::{ClusterStream, ClusterTls};
 use crate::codec;
-use crate::config::{CONNECT_TIMEOUT, MAX_FRAME_BYTES, MAX_IDLE_CONNECTIONS_PER_PEER};
+use crate::config::{
+    CONNECT_TIMEOUT, MAX_APPEND_BYTES, MAX_FRAME_BYTES, MAX_IDLE_CONNECTIONS_PER_PEER,
+};
 use crate::types::{NodeId, TypeConfig};
 
 type Rpc<T, E = openraft::error::Infallible> =
@@ -216,6 +218,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<NodeId>> {
         let entries = rpc.entries.len() as u64;
+        // openraft gives an AppendEntries one heartbeat interval, whatever its size: a
+        // message of many large entries (offline messages of 16 KiB each, say) could never
+        // finish in time, and the leader would lose its followers. Past the budget it is
+        // sent in parts (docs/raft.md, "Limits").
+        if entries > 1 {
+            let fit = entries_within(&rpc.entries, MAX_APPEND_BYTES);
+            if fit < entries {
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(fit),
+                ));
+            }
+        }
         match self
             .call(RpcRequest::AppendEntries(rpc), option.soft_ttl())
             .await
@@ -256,4 +270,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Err(f) => Err(self.rpc_error(f, RPCTypes::Vote)),
         }
     }
+}
+
+/// How many of `entries`, from the first, fit in `budget` bytes encoded: at least one.
+fn entries_within(entries: &[crate::types::Entry], budget: usize) -> u64 {
+    let mut bytes = 0usize;
+    for (i, entry) in entries.iter().enumerate() {
+        bytes = bytes.saturating_add(codec::encoded_len(entry).unwrap_or(usize::MAX));
+        if bytes > budget {
+            return (i as u64).max(1);
+        }
+    }
+    entries.len() as u64
 }
