@@ -48,6 +48,13 @@ pub fn answer_iq(iq: &Element, target: &Target, caller: &Arc<Caller>) -> Answer 
         .unwrap_or_else(|| Answer::Now(error_reply(iq, StanzaErrorKind::ServiceUnavailable, None)))
 }
 
+/// Data kinds a delivery hook reads for every stanza: which accounts hold any is kept in
+/// memory by the state machine (`RaftConfig::memory_kinds`), so that the many accounts
+/// with none cost no storage read.
+pub fn memory_kinds() -> Vec<String> {
+    vec![xep::blocking::KIND.to_string()]
+}
+
 /// The delivery hooks the router runs, in order: the block list screens first and
 /// filters the presence audience that presence fan-out makes; carbons; offline storage.
 pub fn delivery_hooks(state: StateReader, offline: crate::im::offline::OfflineHook) -> Hooks {

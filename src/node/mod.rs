@@ -60,8 +60,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
             handshake_timeout: std::time::Duration::from_millis(
                 settings.cluster.handshake_timeout_ms,
             ),
-            // Screened on every stanza both ways, held by few accounts.
-            memory_kinds: vec![crate::xep::blocking::KIND.to_string()],
+            memory_kinds: crate::features::memory_kinds(),
         },
         StartMode::Join,
     )

@@ -206,6 +206,18 @@ pub async fn login(
     source: Option<IpAddr>,
     user: &str,
 ) -> Result<Session> {
+    login_with_presence(cfg, server, source, user, || "<presence/>".to_string()).await
+}
+
+/// `login`, with the initial presence `presence` makes, just before it is sent (so that
+/// a stamp in it is the moment it left).
+pub async fn login_with_presence(
+    cfg: &LoginConfig,
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    user: &str,
+    presence: impl FnOnce() -> String,
+) -> Result<Session> {
     let socket = TcpSocket::new_v4().map_err(|e| Failure::new("socket", e.to_string()))?;
     if let Some(ip) = source {
         socket
@@ -295,7 +307,7 @@ pub async fn login(
         "roster",
     )
     .await?;
-    n.send("<presence/>").await?;
+    n.send(&presence()).await?;
     Ok(Session {
         reader: n.reader,
         writer: n.writer,
@@ -431,8 +443,8 @@ pub struct Session {
     pub writer: WriteHalf<BoxIo>,
 }
 
-/// Answers the server's XEP-0199 pings and other requests, so that no server drops an
-/// idle generated client for not answering.
+/// Answers the server's XEP-0199 pings and roster pushes (RFC 6121 2.1.6), and refuses other
+/// requests, so that no server drops an idle generated client for not answering.
 pub fn answer_to(e: &Element) -> Option<String> {
     if e.name() != "iq" || !matches!(e.attr("type"), Some("get" | "set")) {
         return None;
@@ -441,7 +453,8 @@ pub fn answer_to(e: &Element) -> Option<String> {
     if let Some(from) = e.attr("from") {
         reply.set_attr("to", from);
     }
-    if e.get_child("ping", ns::PING).is_some() {
+    let roster_push = e.attr("type") == Some("set") && e.get_child("query", ns::ROSTER).is_some();
+    if e.get_child("ping", ns::PING).is_some() || roster_push {
         reply.set_attr("type", "result");
     } else {
         reply.set_attr("type", "error");

@@ -104,6 +104,25 @@ enum Scenario {
         #[arg(long, default_value_t = 2.0)]
         drain: f64,
     },
+    /// Presence churn: log every user in, give each a roster of --contacts users (half
+    /// before, half after it by index, subscribed both ways, on other servers when there
+    /// are several), then for --secs, --rate times a second, a random user logs out and in
+    /// again; its unavailable and available presence are stamped, so that its contacts
+    /// measure their delivery.
+    Churn {
+        /// Contacts per user (an even number; subscriptions both ways).
+        #[arg(long, default_value_t = 10)]
+        contacts: usize,
+        /// Log-outs and log-ins a second, all workers together.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Seconds of churn.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Seconds to wait after the last cycle for presence on its way.
+        #[arg(long, default_value_t = 2.0)]
+        drain: f64,
+    },
     /// Log every user in, then chat at offered rates doubling from --start until the p99
     /// latency passes --p99-ms or a message is not delivered, then bisect between the
     /// last good and the first bad rate: the peak is the highest good rate.
@@ -179,6 +198,11 @@ struct Report {
     tls: bool,
     login: Phase,
     chat: Option<Phase>,
+    /// Presence churn: `ok` cycles, `sent` stamped presence, `delivered` copies received
+    /// by contacts, `latency` their delivery.
+    churn: Option<Phase>,
+    /// The logins of the churn cycles.
+    churn_logins: Option<Percentiles>,
     /// Peak search: every step, and the highest good rate.
     steps: Vec<Step>,
     peak: Option<f64>,
@@ -309,6 +333,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     );
     server.after_login = sample(&args.pids)?;
     let mut chat = None;
+    let mut churn = None;
+    let mut churn_logins = None;
     let mut steps = Vec::new();
     let mut peak = None;
     if login.failed > 0 && !matches!(args.scenario, Scenario::Login) {
@@ -343,6 +369,28 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                 let (c, errs) = chat_phase(&mut workers, 1, *rate, *secs, senders, *drain).await?;
                 errors.merge(&errs);
                 chat = Some(c);
+            }
+            Scenario::Churn {
+                contacts,
+                rate,
+                secs,
+                drain,
+            } => {
+                let wait_secs = args.timeout as f64;
+                let reports = phase(&mut workers, |_| Command::Subscribe {
+                    contacts: *contacts,
+                    wait_secs,
+                })
+                .await?;
+                let subscribed = summarize(&reports, &mut errors, |r| r.ok);
+                eprintln!(
+                    "chorus-load: {} of {} subscription requests approved",
+                    subscribed.ok, subscribed.sent
+                );
+                let (c, logins) =
+                    churn_phase(&mut workers, &mut errors, *rate, *secs, *drain).await?;
+                churn = Some(c);
+                churn_logins = Some(logins);
             }
             Scenario::Peak {
                 start,
@@ -446,6 +494,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         tls: args.tls_ca.is_some(),
         login,
         chat,
+        churn,
+        churn_logins,
         steps,
         peak,
         server,
@@ -496,6 +546,35 @@ async fn chat_phase(
         );
     }
     Ok((c, errors))
+}
+
+/// The churn phase on every worker: (cycles, presence sent and delivered with its
+/// latency; the cycles' login latency).
+async fn churn_phase(
+    workers: &mut [Worker],
+    errors: &mut Errors,
+    rate: f64,
+    secs: f64,
+    drain: f64,
+) -> anyhow::Result<(Phase, Percentiles)> {
+    let total: usize = workers.iter().map(|w| w.count).sum();
+    let reports = phase(workers, |w| Command::Churn {
+        phase: 1,
+        rate: rate * w.count as f64 / total.max(1) as f64,
+        secs,
+        drain_secs: drain,
+    })
+    .await?;
+    let mut c = summarize(&reports, errors, |r| r.ok);
+    c.secs = secs;
+    c.per_sec = c.ok as f64 / secs;
+    let mut logins = Latency::default();
+    for r in &reports {
+        if let Ok(l) = Latency::decode(&r.login_latency) {
+            logins.add(&l);
+        }
+    }
+    Ok((c, logins.summary()))
 }
 
 /// Sends each worker its command for one phase and waits for every answer.
@@ -562,6 +641,18 @@ fn print_report(r: &Report) {
         println!(
             "chat: sent {}, delivered {} in {:.0} s = {:.1} msgs/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
             c.sent, c.delivered, c.secs, c.per_sec, c.latency.p50_ms, c.latency.p99_ms, c.latency.p999_ms, c.latency.max_ms
+        );
+    }
+    if let Some(c) = &r.churn {
+        println!(
+            "churn: {} log-outs and log-ins in {:.0} s = {:.1}/s; {} stamped presence sent, {} copies delivered to contacts; delivery p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            c.ok, c.secs, c.per_sec, c.sent, c.delivered, c.latency.p50_ms, c.latency.p99_ms, c.latency.p999_ms, c.latency.max_ms
+        );
+    }
+    if let Some(l) = &r.churn_logins {
+        println!(
+            "churn logins: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            l.p50_ms, l.p99_ms, l.max_ms
         );
     }
     for step in &r.steps {

@@ -74,6 +74,20 @@ pub enum Command {
         senders: usize,
         drain_secs: f64,
     },
+    /// Each user asks its `contacts` neighbours (the users `contacts / 2` before and after
+    /// it, by index) for a subscription and approves theirs, so that every pair ends with
+    /// a subscription both ways; waits up to `wait_secs` for every approval.
+    Subscribe { contacts: usize, wait_secs: f64 },
+    /// Presence churn for `secs`: `rate` a second (this worker's share), a random online
+    /// user of this worker sends unavailable presence, closes its stream, logs in again
+    /// and sends available presence, both stamped so that its contacts measure the
+    /// delivery; then wait `drain_secs`.
+    Churn {
+        phase: u32,
+        rate: f64,
+        secs: f64,
+        drain_secs: f64,
+    },
     /// Close every stream and exit.
     Close,
 }
@@ -83,8 +97,11 @@ pub enum Command {
 pub struct PhaseReport {
     pub ok: u64,
     pub errors: Errors,
-    /// Login latencies (login) or delivery latencies (chat), encoded.
+    /// Login latencies (login) or delivery latencies (chat, churn), encoded.
     pub latency: String,
+    /// The logins of a churn phase, encoded.
+    #[serde(default)]
+    pub login_latency: String,
     pub elapsed_ms: u64,
     pub sent: u64,
     pub delivered: u64,
@@ -96,6 +113,10 @@ pub struct PhaseReport {
 #[derive(Default)]
 struct Received {
     by_phase: HashMap<u32, (u64, Latency)>,
+    /// Stamped presence (churn phases), per phase.
+    presence: HashMap<u32, (u64, Latency)>,
+    /// Subscription approvals received.
+    subscribed: u64,
     /// Streams the server ended (stream error, close, reset) since the last report.
     closed: Errors,
 }
@@ -156,6 +177,28 @@ pub async fn run() -> anyhow::Result<()> {
             } => {
                 chat(
                     &job, &clients, &received, phase, rate, secs, senders, drain_secs,
+                )
+                .await
+            }
+            Command::Subscribe {
+                contacts,
+                wait_secs,
+            } => subscribe(&job, &clients, &received, contacts, wait_secs).await,
+            Command::Churn {
+                phase,
+                rate,
+                secs,
+                drain_secs,
+            } => {
+                churn(
+                    &job,
+                    &cfg,
+                    &received,
+                    &mut clients,
+                    phase,
+                    rate,
+                    secs,
+                    drain_secs,
                 )
                 .await
             }
@@ -267,6 +310,8 @@ fn start_session(
         mut writer,
     } = session;
     let answers = out.clone();
+    // The login has just sent the initial presence.
+    let available_since = now_ns();
     let reader = tokio::spawn(async move {
         loop {
             match reader.next().await {
@@ -283,6 +328,40 @@ fn start_session(
                             let (n, lat) = r.by_phase.entry(phase).or_default();
                             *n += 1;
                             lat.record_ns(now.saturating_sub(sent));
+                        }
+                    } else if e.name() == "presence" {
+                        match e.attr("type") {
+                            Some("subscribe") => {
+                                if let Some(from) = e.attr("from") {
+                                    let _ = answers.try_send(format!(
+                                        "<presence type='subscribed' to='{}'/>",
+                                        chorus::xmpp::escape_attr(from)
+                                    ));
+                                }
+                            }
+                            Some("subscribed") => {
+                                received
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .subscribed += 1;
+                            }
+                            _ => {
+                                let status = e
+                                    .get_child("status", chorus::xmpp::ns::CLIENT)
+                                    .map(|s| s.text())
+                                    .unwrap_or_default();
+                                // A stamp from before this stream was available came as
+                                // the answer to its probe, not as the broadcast measured.
+                                if let Some((phase, sent)) =
+                                    stamp_of(&status, run).filter(|(_, t)| *t > available_since)
+                                {
+                                    let now = now_ns();
+                                    let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
+                                    let (n, lat) = r.presence.entry(phase).or_default();
+                                    *n += 1;
+                                    lat.record_ns(now.saturating_sub(sent));
+                                }
+                            }
                         }
                     } else if e.is("error", chorus::xmpp::ns::STREAM) {
                         received
@@ -458,4 +537,175 @@ async fn close_all(clients: &mut [Option<Live>]) {
         let _ = tokio::time::timeout_at(deadline, &mut live.writer).await;
         live.reader.abort();
     }
+}
+
+/// The `contacts` neighbours of user `i` among `total`: `contacts / 2` on each side.
+fn neighbours(i: usize, total: usize, contacts: usize) -> Vec<usize> {
+    let half = (contacts / 2).min(total.saturating_sub(1) / 2);
+    (1..=half)
+        .flat_map(|k| [(i + k) % total, (i + total - k) % total])
+        .collect()
+}
+
+async fn subscribe(
+    job: &Job,
+    clients: &[Option<Live>],
+    received: &Arc<Mutex<Received>>,
+    contacts: usize,
+    wait_secs: f64,
+) -> PhaseReport {
+    let mut report = PhaseReport::default();
+    let before = received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .subscribed;
+    let mut expected = 0u64;
+    for (slot, live) in clients.iter().enumerate() {
+        let Some(live) = live else { continue };
+        let i = job.first + slot;
+        for j in neighbours(i, job.total, contacts) {
+            let xml = format!(
+                "<presence type='subscribe' to='{}@{}'/>",
+                job.user(j),
+                job.domain
+            );
+            // Waits for room: the setup is not what is measured.
+            if live.out.send(xml).await.is_ok() {
+                expected += 1;
+                report.sent += 1;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(wait_secs);
+    let approved = loop {
+        let now = received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .subscribed
+            - before;
+        if now >= expected || Instant::now() >= deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    report.ok = approved;
+    if approved < expected {
+        report.errors.add_n(
+            "subscription not approved",
+            expected - approved,
+            format!("{approved} of {expected} subscription requests approved within {wait_secs} s"),
+        );
+    }
+    report
+}
+
+/// One user's log-out and log-in: its slot and how the login went.
+type Cycle = (usize, Result<Session, client::Failure>);
+
+#[allow(clippy::too_many_arguments)]
+async fn churn(
+    job: &Job,
+    cfg: &Arc<LoginConfig>,
+    received: &Arc<Mutex<Received>>,
+    clients: &mut [Option<Live>],
+    phase: u32,
+    rate: f64,
+    secs: f64,
+    drain_secs: f64,
+) -> PhaseReport {
+    let mut report = PhaseReport::default();
+    let mut latency = Latency::default();
+    let mut cycles: tokio::task::JoinSet<(Cycle, u64)> = tokio::task::JoinSet::new();
+    let mut rng = rand::rng();
+    let start = Instant::now();
+    let mut due_done = 0u64;
+    let stamp = |run: u32| format!("r={run} p={phase} t={}", now_ns());
+    let mut finished = |done: Result<(Cycle, u64), tokio::task::JoinError>,
+                        clients: &mut [Option<Live>],
+                        report: &mut PhaseReport| match done {
+        Ok(((slot, Ok(session)), ns)) => {
+            report.ok += 1;
+            report.sent += 1;
+            latency.record_ns(ns);
+            clients[slot] = Some(start_session(
+                session,
+                received.clone(),
+                job.keepalive_secs,
+                job.run,
+            ));
+        }
+        Ok(((_, Err(f)), _)) => report.errors.add(f.kind, f.detail),
+        Err(e) => report.errors.add("internal", e.to_string()),
+    };
+    if rate > 0.0 {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let elapsed = start.elapsed().as_secs_f64();
+            if elapsed >= secs {
+                break;
+            }
+            while due_done < (elapsed * rate) as u64 {
+                due_done += 1;
+                let online: Vec<usize> = (0..clients.len())
+                    .filter(|s| clients[*s].is_some())
+                    .collect();
+                if online.is_empty() {
+                    break;
+                }
+                let slot = online[rng.random_range(0..online.len())];
+                let Some(live) = clients[slot].take() else {
+                    continue;
+                };
+                // Our own close is not the server closing the stream.
+                live.reader.abort();
+                let _ = live.out.try_send(format!(
+                    "<presence type='unavailable'><status>{}</status></presence>",
+                    stamp(job.run)
+                ));
+                let _ = live.out.try_send("</stream:stream>".to_string());
+                report.sent += 1;
+                let index = job.first + slot;
+                let (cfg, server, user, run) =
+                    (cfg.clone(), job.server_of(index), job.user(index), job.run);
+                let source =
+                    (!job.sources.is_empty()).then(|| job.sources[index % job.sources.len()]);
+                let timeout = cfg.timeout;
+                cycles.spawn(async move {
+                    let Live { writer, .. } = live;
+                    let _ = tokio::time::timeout(timeout, writer).await;
+                    let began = now_ns();
+                    let outcome = client::login_with_presence(&cfg, server, source, &user, || {
+                        format!(
+                            "<presence><status>r={run} p={phase} t={}</status></presence>",
+                            now_ns()
+                        )
+                    })
+                    .await;
+                    ((slot, outcome), now_ns() - began)
+                });
+            }
+            while let Some(done) = cycles.try_join_next() {
+                finished(done, clients, &mut report);
+            }
+        }
+    } else {
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    }
+    while let Some(done) = cycles.join_next().await {
+        finished(done, clients, &mut report);
+    }
+    tokio::time::sleep(Duration::from_secs_f64(drain_secs)).await;
+    let (delivered, presence) = received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .presence
+        .remove(&phase)
+        .unwrap_or_default();
+    report.delivered = delivered;
+    report.latency = presence.encode();
+    // The logins' own latency, apart: what a returning user waits for.
+    report.login_latency = latency.encode();
+    report
 }

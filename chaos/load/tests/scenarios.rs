@@ -438,3 +438,46 @@ fn a_peak_search_steps_up_the_offered_rate_and_names_the_highest_good_one() {
     }
     assert_eq!(r["peak"], 80.0);
 }
+
+#[test]
+fn presence_churn_subscribes_every_pair_and_measures_the_presence_contacts_receive() {
+    let nodes = cluster(2);
+    let run = load(&[
+        "churn",
+        "--contacts",
+        "4",
+        "--rate",
+        "4",
+        "--secs",
+        "2",
+        "--server",
+        &nodes[0].server(),
+        "--server",
+        &nodes[1].server(),
+        "--users",
+        "20",
+        "--per-worker",
+        "10",
+        "--register",
+        "--concurrency",
+        "10",
+    ]);
+    let r = run.ok();
+    assert_eq!(r["login"]["ok"], 20, "{}", run.text());
+    let churn = &r["churn"];
+    let cycles = churn["ok"].as_u64().unwrap();
+    assert!(cycles > 0, "{}", run.text());
+    // Each cycle stamps an unavailable and an available presence, for up to 4 contacts
+    // each (fewer when a contact is itself between streams).
+    assert_eq!(
+        churn["sent"].as_u64().unwrap(),
+        2 * cycles,
+        "{}",
+        run.text()
+    );
+    let delivered = churn["delivered"].as_u64().unwrap();
+    assert!(delivered > 0, "{}", run.text());
+    assert!(delivered <= 2 * 4 * cycles, "{}", run.text());
+    assert_eq!(churn["latency"]["count"], churn["delivered"]);
+    assert_eq!(r["churn_logins"]["count"].as_u64().unwrap(), cycles);
+}
