@@ -170,8 +170,11 @@ stop_system_service() {
 # with a config, spool and logs of its own. The system service (on 5222 and
 # more) is kept from starting and disabled. Does nothing when installed.
 ensure_ejabberd() {
-  dpkg-query -W -f='${Status}' ejabberd 2>/dev/null | grep -q "install ok installed" && return 0
-  install_without_services ejabberd
+  if ! dpkg-query -W -f='${Status}' ejabberd 2>/dev/null | grep -q "install ok installed"; then
+    install_without_services ejabberd
+  fi
+  # Also when it was installed before, by hand or by an older script: its service
+  # would take port 5222 at the next boot.
   stop_system_service ejabberd
 }
 
