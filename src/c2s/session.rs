@@ -52,8 +52,6 @@ pub struct Session {
     activity: Activity,
     closing: bool,
     pings_sent: u64,
-    /// What features answering this stream's iqs may use; made once the actor has an address.
-    caller: Option<Arc<Caller>>,
     /// XEP-0280 carbons enabled on this stream.
     carbons: bool,
     /// The bind result, written once the router knows this session.
@@ -115,7 +113,6 @@ pub fn start(
             activity,
             closing: false,
             pings_sent: 0,
-            caller: None,
             carbons: false,
             pending_answers: 0,
             directed: Default::default(),
@@ -161,6 +158,25 @@ async fn read_loop(
 }
 
 impl Session {
+    /// What a feature answering this stream's request works with. Made for each request,
+    /// not kept: an idle stream holds none of it (about 0.7 KiB, docs/benchmarks.md).
+    fn caller(&self, ctx: &Context<Self>) -> Arc<Caller> {
+        Arc::new(Caller {
+            domain: self.c2s.domain().to_string(),
+            full_jid: self.full_jid.to_string(),
+            session_id: self.session_id.clone(),
+            bare_jid: self.bare_jid.clone(),
+            raft: self.c2s.raft.clone(),
+            router: self.c2s.port.clone(),
+            hooks: self.c2s.hooks.clone(),
+            settings: self.c2s.settings.clone(),
+            session: ctx.address().recipient(),
+            started: self.c2s.started,
+            rates: self.c2s.rates.clone(),
+            hashing: self.c2s.hashing.clone(),
+        })
+    }
+
     fn session_handle(&self, ctx: &Context<Self>) -> SessionHandle {
         SessionHandle {
             full_jid: self.full_jid.to_string(),
@@ -313,9 +329,7 @@ impl Session {
             // Answers to the server's own pings: the activity mark already counted them.
             return;
         }
-        let Some(caller) = self.caller.clone() else {
-            return;
-        };
+        let caller = self.caller(ctx);
         // Answered on behalf of the account itself: no `from` (RFC 6120 8.1.2.1).
         let strip_from = to.is_none();
         let finish = move |mut reply: Element| {
@@ -397,9 +411,7 @@ impl Session {
     fn directed_presence(&mut self, el: Element, to: jid::Jid, ctx: &mut Context<Self>) {
         let ty = el.attr("type").unwrap_or("available").to_string();
         if let Some(kind) = crate::im::subscription::Kind::from_type(&ty) {
-            let Some(caller) = self.caller.clone() else {
-                return;
-            };
+            let caller = self.caller(ctx);
             if self.busy() {
                 return self.send(&too_busy(&el), ctx);
             }
@@ -469,20 +481,6 @@ impl Actor for Session {
         if let Some(reply) = self.bind_reply.take() {
             self.send(&reply, ctx);
         }
-        self.caller = Some(Arc::new(Caller {
-            domain: self.c2s.domain().to_string(),
-            full_jid: self.full_jid.to_string(),
-            session_id: self.session_id.clone(),
-            bare_jid: self.bare_jid.clone(),
-            raft: self.c2s.raft.clone(),
-            router: self.c2s.port.clone(),
-            hooks: self.c2s.hooks.clone(),
-            settings: self.c2s.settings.clone(),
-            session: ctx.address().recipient(),
-            started: self.c2s.started,
-            rates: self.c2s.rates.clone(),
-            hashing: self.c2s.hashing.clone(),
-        }));
         let settings = &self.c2s.settings.c2s;
         let tick = Duration::from_secs(
             settings
