@@ -64,23 +64,8 @@ ensure_prosody() {
     [ ${#keep[@]} -gt 0 ] || return 0
     missing=("${keep[@]}")
   fi
-  echo "installing Debian packages: ${missing[*]}" >&2
-  # A policy-rc.d answering 101 keeps invoke-rc.d and deb-systemd-invoke from
-  # starting the service during the install. Only a policy we wrote is removed.
-  local own_policy="" status=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\n# written by chorus scripts/lib/setup.sh while installing prosody\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    own_policy=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
-  if [ -n "$own_policy" ] && grep -q 'chorus scripts/lib/setup.sh' /usr/sbin/policy-rc.d 2>/dev/null; then
-    rm -f /usr/sbin/policy-rc.d
-  fi
-  if [ "$status" -ne 0 ]; then
-    echo "apt-get install ${missing[*]} failed ($status)" >&2
-    exit "$status"
-  fi
+  # Its service kept from starting during the install (a policy-rc.d answering 101).
+  install_without_services "${missing[@]}"
   if [[ " ${missing[*]} " == *" prosody "* ]]; then
     stop_system_prosody
   fi
