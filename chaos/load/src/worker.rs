@@ -502,16 +502,21 @@ async fn chat(
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     }
     tokio::time::sleep(Duration::from_secs_f64(drain_secs)).await;
-    let (delivered, latency) = received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .by_phase
-        .remove(&phase)
-        .unwrap_or_default();
+    let (delivered, latency) = take_phase(received, phase, |r| &mut r.by_phase);
     report.delivered = delivered;
     report.ok = delivered;
     report.latency = latency.encode();
     report
+}
+
+/// What the receivers counted for `phase` (in the map `which` picks), taken out.
+fn take_phase(
+    received: &Mutex<Received>,
+    phase: u32,
+    which: impl FnOnce(&mut Received) -> &mut HashMap<u32, (u64, Latency)>,
+) -> (u64, Latency) {
+    let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
+    which(&mut r).remove(&phase).unwrap_or_default()
 }
 
 /// A random other user, on another server when there are several.
@@ -697,12 +702,7 @@ async fn churn(
         finished(done, clients, &mut report);
     }
     tokio::time::sleep(Duration::from_secs_f64(drain_secs)).await;
-    let (delivered, presence) = received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .presence
-        .remove(&phase)
-        .unwrap_or_default();
+    let (delivered, presence) = take_phase(received, phase, |r| &mut r.presence);
     report.delivered = delivered;
     report.latency = presence.encode();
     // The logins' own latency, apart: what a returning user waits for.
