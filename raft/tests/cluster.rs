@@ -25,6 +25,16 @@ async fn wait_applied(node: &RaftNode, index: u64) {
         .unwrap_or_else(|e| panic!("node {} did not apply {index}: {e}", node.node_id()));
 }
 
+/// Node 1 forms a cluster of itself; nodes 2 and 3 wait to be added.
+async fn start_three(dirs: &[tempfile::TempDir]) -> (RaftNode, RaftNode, RaftNode) {
+    let n1 = RaftNode::start(test_config(dirs[0].path(), 1))
+        .await
+        .unwrap();
+    let join =
+        |i: usize| RaftNode::start_with(test_config(dirs[i].path(), i as u64 + 1), StartMode::Join);
+    (n1, join(1).await.unwrap(), join(2).await.unwrap())
+}
+
 fn basic(node: &RaftNode) -> BasicNode {
     BasicNode::new(node.listen_addr())
 }
@@ -33,15 +43,7 @@ fn basic(node: &RaftNode) -> BasicNode {
 async fn node_added_after_the_log_was_purged_catches_up_by_snapshot() {
     init_tracing();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let n1 = RaftNode::start(test_config(dirs[0].path(), 1))
-        .await
-        .unwrap();
-    let n2 = RaftNode::start_with(test_config(dirs[1].path(), 2), StartMode::Join)
-        .await
-        .unwrap();
-    let n3 = RaftNode::start_with(test_config(dirs[2].path(), 3), StartMode::Join)
-        .await
-        .unwrap();
+    let (n1, n2, n3) = start_three(&dirs).await;
 
     // Node 2 joins early and follows by log replication.
     n1.raft().add_learner(2, basic(&n2), true).await.unwrap();
@@ -268,17 +270,8 @@ async fn hello_naming_another_node_is_refused() {
 async fn a_burst_of_large_commands_commits_and_replicates() {
     init_tracing();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let n1 = std::sync::Arc::new(
-        RaftNode::start(test_config(dirs[0].path(), 1))
-            .await
-            .unwrap(),
-    );
-    let n2 = RaftNode::start_with(test_config(dirs[1].path(), 2), StartMode::Join)
-        .await
-        .unwrap();
-    let n3 = RaftNode::start_with(test_config(dirs[2].path(), 3), StartMode::Join)
-        .await
-        .unwrap();
+    let (n1, n2, n3) = start_three(&dirs).await;
+    let n1 = std::sync::Arc::new(n1);
     n1.raft().add_learner(2, basic(&n2), true).await.unwrap();
     n1.raft().add_learner(3, basic(&n3), true).await.unwrap();
     n1.raft()

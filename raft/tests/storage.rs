@@ -480,20 +480,7 @@ async fn which_users_hold_a_kind_kept_in_memory_follows_every_change() {
         .await
         .unwrap();
     assert!(follower.reader.has_data("zed@x", "roster").unwrap());
-    let snap = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let mut data = follower.sm.begin_receiving_snapshot().await.unwrap();
-    *data = Cursor::new(snap.snapshot.into_inner());
-    follower
-        .sm
-        .install_snapshot(&snap.meta, data)
-        .await
-        .unwrap();
+    install_from(&mut leader, &mut follower).await;
     assert!(
         !follower.reader.has_data("zed@x", "roster").unwrap(),
         "replaced"

@@ -49,6 +49,11 @@ impl Job {
         format!("{}{index}", self.prefix)
     }
 
+    /// The local address user `index` leaves from, if `--sources` asked for some.
+    pub fn source_of(&self, index: usize) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[index % self.sources.len()])
+    }
+
     /// Each user always uses the same server: user i on server i mod S.
     pub fn server_of(&self, index: usize) -> SocketAddr {
         self.servers[index % self.servers.len()]
@@ -264,7 +269,7 @@ async fn login_all(
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let cfg = cfg.clone();
         let server = job.server_of(index);
-        let source = (!job.sources.is_empty()).then(|| job.sources[index % job.sources.len()]);
+        let source = job.source_of(index);
         let user = job.user(index);
         tasks.push((
             slot,
@@ -674,8 +679,7 @@ async fn churn(
                 let index = job.first + slot;
                 let (cfg, server, user, run) =
                     (cfg.clone(), job.server_of(index), job.user(index), job.run);
-                let source =
-                    (!job.sources.is_empty()).then(|| job.sources[index % job.sources.len()]);
+                let source = job.source_of(index);
                 let timeout = cfg.timeout;
                 cycles.spawn(async move {
                     let Live { writer, .. } = live;

@@ -91,7 +91,14 @@ impl DataIndex {
     /// Brings the index up to a write that produced `events`. A read that fails leaves the
     /// index unbuilt (readers fall back to RocksDB) until the next rebuild.
     pub(crate) fn refresh(&self, db: &DB, events: &[StateEvent]) {
-        if self.kinds.is_empty() {
+        let relevant = |e: &StateEvent| match e {
+            StateEvent::DataChanged { kind, .. } => self.kinds.contains(kind),
+            StateEvent::UserDeleted { .. } => true,
+            _ => false,
+        };
+        // Every applied batch passes here: most change none of the kinds kept, and they
+        // take no lock the stanza path's readers wait on.
+        if self.kinds.is_empty() || !events.iter().any(relevant) {
             return;
         }
         let mut holders = self.holders.write().unwrap_or_else(|p| p.into_inner());
