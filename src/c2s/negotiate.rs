@@ -57,6 +57,9 @@ pub struct Conn {
     pub writer: Option<Writer>,
     pub activity: Activity,
     header_sent: bool,
+    /// Our stream header, written together with what follows it (the features or
+    /// a stream error): one write and one wake-up of the client instead of two.
+    unsent_header: String,
     stream_id: String,
     channel_binding: Option<Vec<u8>>,
     secure: bool,
@@ -73,6 +76,7 @@ impl Conn {
             activity,
             ticket,
             header_sent: false,
+            unsent_header: String::new(),
             stream_id: String::new(),
             channel_binding: None,
             secure: false,
@@ -94,6 +98,10 @@ impl Conn {
 
     /// Take the socket back from the parser, refusing bytes it read ahead.
     fn detach(&mut self) -> Result<Transport, Close> {
+        debug_assert!(
+            self.unsent_header.is_empty(),
+            "a stream header was never written"
+        );
         let reader = self.reader.take().ok_or(Close::Gone)?;
         let writer = self.writer.take().ok_or(Close::Gone)?;
         if reader.buffered_len() > 0 {
@@ -108,12 +116,21 @@ impl Conn {
 
     async fn send(&mut self, xml: &str) -> Result<(), Close> {
         let w = self.writer.as_mut().ok_or(Close::Gone)?;
-        w.write_all(xml.as_bytes()).await.map_err(|_| Close::Gone)?;
+        if self.unsent_header.is_empty() {
+            w.write_all(xml.as_bytes()).await.map_err(|_| Close::Gone)?;
+        } else {
+            let mut both = std::mem::take(&mut self.unsent_header);
+            both.push_str(xml);
+            w.write_all(both.as_bytes())
+                .await
+                .map_err(|_| Close::Gone)?;
+        }
         w.flush().await.map_err(|_| Close::Gone)
     }
 
-    async fn send_header(&mut self, domain: &str, to: Option<&str>) -> Result<(), Close> {
-        self.stream_id = uuid::Uuid::new_v4().simple().to_string();
+    /// Our stream header; it leaves with the next `send`.
+    fn send_header(&mut self, domain: &str, to: Option<&str>) {
+        self.stream_id = random_id();
         let to = to
             .map(|t| format!(" to='{}'", crate::xmpp::escape_attr(t)))
             .unwrap_or_default();
@@ -125,7 +142,7 @@ impl Conn {
             crate::xmpp::escape_attr(domain),
         );
         self.header_sent = true;
-        self.send(&header).await
+        self.unsent_header = header;
     }
 
     async fn next(&mut self) -> Result<StreamEvent, Close> {
@@ -161,7 +178,7 @@ impl Conn {
         };
         if let Some(tail) = tail {
             if !self.header_sent && self.writer.is_some() {
-                let _ = self.send_header(c2s.domain(), None).await;
+                self.send_header(c2s.domain(), None);
             }
             let _ = self.send(&tail).await;
         }
@@ -305,8 +322,7 @@ fn restart_parser(conn: &mut Conn, c2s: &C2s) -> Result<(), Close> {
 
 /// Answer a client's stream header with ours, or refuse it (RFC 6120 4.7, 4.9.3).
 async fn open_stream(c2s: &C2s, conn: &mut Conn, header: &StreamHeader) -> Result<(), Close> {
-    conn.send_header(c2s.domain(), header.from.as_deref())
-        .await?;
+    conn.send_header(c2s.domain(), header.from.as_deref());
     if header.default_ns != ns::CLIENT {
         return Err(err(
             StreamErrorKind::InvalidNamespace,
@@ -593,12 +609,7 @@ async fn bind(
         .and_then(|b| b.get_child("resource", ns::BIND))
         .map(|r| r.text().trim().to_string())
         .filter(|r| !r.is_empty());
-    let resource = requested.unwrap_or_else(|| {
-        format!(
-            "chorus-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        )
-    });
+    let resource = requested.unwrap_or_else(|| format!("chorus-{}", &random_id()[..12]));
     let Ok(full_jid) = user.with_resource_str(&resource) else {
         conn.send(
             &error_reply(iq, StanzaErrorKind::BadRequest, Some("invalid resource"))
@@ -617,7 +628,7 @@ async fn bind(
         conn.send(&reply.to_xml_in(ns::CLIENT)).await?;
         return Ok(None);
     }
-    let session_id = uuid::Uuid::new_v4().simple().to_string();
+    let session_id = random_id();
     let route = Route {
         node: c2s.node_id,
         session: session_id.clone(),
@@ -659,4 +670,10 @@ async fn bind(
         session_id,
         reply: result,
     }))
+}
+
+/// 128 random bits in hex, from the thread's CSPRNG: unpredictable like a v4
+/// UUID, without a getrandom system call for each stream header and resource.
+fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

@@ -92,13 +92,13 @@ def markdown(results: dict) -> str:
     tsung = [(n, s["figures"]["tsung"]) for n, s in servers.items() if "tsung" in s["figures"]]
     if tsung:
         lines += ["## Cross-check: tsung", "", results.get("tsung_about", ""), "",
-                  "| server | users | logins/s (offered) | login mean ms | chat msgs/s offered / sent / delivered | delivery latency mean ms | errors |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| server | users | logins/s (offered) | login mean ms | chat msgs/s offered | messages sent / reads that brought one (at least) | latency mean ms, first message of each read | errors |",
+                  "|---|---|---|---|---|---|---|---|"]
         for n, t in tsung:
             lines.append(f"| `{n}` | {t.get('users')} | {fmt(t.get('logins_per_sec'), '{:,.0f}')} "
                          f"({fmt(t.get('login_offered_per_sec'), '{:,.0f}')}) | {fmt(t.get('login_mean_ms'), '{:,.1f}')} | "
-                         f"{fmt(t.get('chat_offered_per_sec'), '{:,.0f}')} / {fmt(t.get('chat_sent_per_sec'), '{:,.0f}')} / "
-                         f"{fmt(t.get('chat_delivered_per_sec'), '{:,.0f}')} | "
+                         f"{fmt(t.get('chat_offered_per_sec'), '{:,.0f}')} | "
+                         f"{fmt(t.get('chat_sent'), '{:,.0f}')} / {fmt(t.get('chat_timed'), '{:,.0f}')} | "
                          f"{fmt(t.get('chat_latency_mean_ms'), '{:,.2f}')} | {t.get('errors') or 'none'} |")
         lines.append("")
 

@@ -22,8 +22,11 @@ PREFIX, PASSWORD = "tsung", "tsung-password"
 ABOUT = ("tsung 1.7.0's jabber plugin against each server, started alone as for chorus-load: its own "
          "accounts (`tsung0` ... `tsungN`, registered in-band by tsung), SASL PLAIN (tsung has no SCRAM, so every "
          "login costs the server a PBKDF2 run: not the SCRAM storm above), bind, session, roster, "
-         "presence. The chat row: every user online, then messages to random online users at a fixed "
-         "rate, stamped, tsung timing their delivery. tsung runs in one Erlang VM on the same two cores.")
+         "presence. The chat row: every user online, then messages to online users at a fixed "
+         "rate, stamped. tsung times only the first stamped message of each read from a socket "
+         "(ts_jabber.erl, `message_bidi`), so the reads that brought a message are a lower bound "
+         "of the messages delivered: equal when every message arrives on its own, fewer when "
+         "several arrive together. tsung runs in one Erlang VM on the same two cores.")
 
 
 def render(name: str, out: Path, **values) -> Path:
@@ -154,11 +157,12 @@ def run_all(endpoint: str, domain: str, users: int, work: Path, quick: bool = Fa
                                   think=f"{think:g}", drain=3, rate=chat_rate, **common),
                            work / "logs-chat", timeout=180 + users / 10 + chat_secs * 2) / "tsung.log")
     out["chat_offered_per_sec"] = chat_rate
-    out["chat_delivered"] = chat["stats"].get("xmpp_msg_latency", {}).get("count")
+    # One sample per read that held a stamp (tsung's message_bidi matches the first
+    # stamp of what one read brought): a lower bound of the messages delivered.
+    out["chat_timed"] = chat["stats"].get("xmpp_msg_latency", {}).get("count")
     out["chat_sent"] = chat["stats"].get("tr_message", {}).get("count") or 0
     span = max(1.0, max(1, int(chat_secs / think)) * think)
     out["chat_sent_per_sec"] = out["chat_sent"] / span
-    out["chat_delivered_per_sec"] = rate(chat, "xmpp_msg_latency")
     out["chat_latency_mean_ms"] = chat["stats"].get("xmpp_msg_latency", {}).get("mean")
     errs = "; ".join(f"{what}: {e}" for what, e in (("login", errs), ("chat", errors(chat))) if e)
     out["errors"] = errs or None

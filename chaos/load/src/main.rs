@@ -17,7 +17,10 @@ use clap::Parser;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--worker") {
-        let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
         if let Err(e) = rt.block_on(worker::run()) {
             eprintln!("chorus-load worker: {e:#}");
             std::process::exit(1);

@@ -18,7 +18,7 @@ pub(crate) use self::data_index::{any_item, DataIndex};
 pub use self::log::LogStore;
 pub use self::sm::{SnapshotBuilder, StateMachine};
 use crate::codec::CodecError;
-use crate::config::{MAX_OPEN_TABLE_FILES, MAX_TOTAL_WAL_BYTES};
+use crate::config::{MAX_OPEN_TABLE_FILES, MAX_TOTAL_WAL_BYTES, TABLE_CACHE_SHARD_BITS};
 use crate::error::RaftError;
 use crate::reader::StateReader;
 use crate::types::{StateEvent, StorageError};
@@ -106,6 +106,7 @@ impl Storage {
         opts.set_keep_log_file_num(4);
         opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         opts.set_max_open_files(MAX_OPEN_TABLE_FILES);
+        opts.set_table_cache_num_shard_bits(TABLE_CACHE_SHARD_BITS);
         let cfs = keys::ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
