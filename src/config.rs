@@ -149,6 +149,8 @@ pub struct ClusterSettings {
     /// Messages waiting to be written on one peer link (all the node's traffic to that
     /// peer); beyond, or beyond 64 MiB of them, a message is refused.
     pub link_queue: u64,
+    /// Bytes of rosters read lately kept in memory for the next read (0: none).
+    pub data_cache_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -386,6 +388,7 @@ impl Default for ClusterSettings {
             max_pending_per_address: 16,
             handshake_timeout_ms: 3000,
             link_queue: 262_144,
+            data_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -32,6 +32,10 @@ pub struct RaftConfig {
     /// Data kinds asked about on every stanza: which users hold any is kept in memory
     /// (`StateReader::has_data`).
     pub memory_kinds: Vec<String>,
+    /// Data kinds read whole several times per login and presence: the last reads of
+    /// them are kept in memory (`DataCache`), at most `data_cache_bytes` (0: none).
+    pub cached_kinds: Vec<String>,
+    pub data_cache_bytes: usize,
 }
 
 impl Default for RaftConfig {
@@ -50,6 +54,8 @@ impl Default for RaftConfig {
             max_pending_per_address: MAX_PENDING_PER_ADDRESS,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             memory_kinds: Vec::new(),
+            cached_kinds: Vec::new(),
+            data_cache_bytes: 0,
         }
     }
 }

@@ -109,7 +109,11 @@ impl RaftNode {
 
         let storage = Storage::open_async(&cfg.data_dir.join("raft"))
             .await?
-            .keep_in_memory(cfg.memory_kinds.iter().cloned());
+            .keep_in_memory_with_cache(
+                cfg.memory_kinds.iter().cloned(),
+                cfg.cached_kinds.iter().cloned(),
+                cfg.data_cache_bytes,
+            );
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let log_store = storage.log_store();
         let state_machine = storage.state_machine(events.clone()).await?;

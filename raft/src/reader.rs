@@ -14,7 +14,7 @@ use crate::storage::keys::{
     self, CF_DATA, CF_DATA_META, CF_NODE_ROUTES, CF_QUEUE, CF_QUEUE_META, CF_ROUTES, CF_SETTINGS,
     CF_SM_META, CF_USERS,
 };
-use crate::storage::{cf, scan_prefix, DataIndex};
+use crate::storage::{cf, scan_prefix, CacheStats, CachedData, DataIndex};
 use crate::types::{LogId, NodeId, Route, UserRecord};
 
 /// A read of the local replica that could not be answered. Callers refuse what they
@@ -256,6 +256,13 @@ impl StateReader {
         if !valid_names(&[user, kind]) {
             return Ok(Vec::new());
         }
+        if let Some(whole) = self.cached(user, kind)? {
+            return Ok(whole.items.clone());
+        }
+        self.scan_data(user, kind)
+    }
+
+    fn scan_data(&self, user: &str, kind: &str) -> Read<Vec<(String, Vec<u8>)>> {
         let prefix = keys::pair_key(user, kind);
         let items =
             scan_prefix(&self.db, CF_DATA, &prefix).map_err(|e| self.storage_error(CF_DATA, e))?;
@@ -274,9 +281,38 @@ impl StateReader {
         if !valid_names(&[user, kind]) {
             return Ok(0);
         }
+        if let Some(whole) = self.cached(user, kind)? {
+            return Ok(whole.version);
+        }
+        self.stored_version(user, kind)
+    }
+
+    fn stored_version(&self, user: &str, kind: &str) -> Read<u64> {
         Ok(self
             .get(CF_DATA_META, &keys::pair_key(user, kind))?
             .unwrap_or(0))
+    }
+
+    /// The whole of (user, kind) when that kind is cached in memory (`DataCache`): from
+    /// the cache, or read from the database and kept. `None` for a kind not cached.
+    fn cached(&self, user: &str, kind: &str) -> Read<Option<Arc<CachedData>>> {
+        let cache = self.index.cache();
+        let ticket = match cache.get(user, kind) {
+            Ok(whole) => return Ok(Some(whole)),
+            Err(None) => return Ok(None),
+            Err(Some(ticket)) => ticket,
+        };
+        let whole = Arc::new(CachedData {
+            version: self.stored_version(user, kind)?,
+            items: self.scan_data(user, kind)?,
+        });
+        cache.fill(ticket, user, kind, whole.clone());
+        Ok(Some(whole))
+    }
+
+    /// The cache of whole (user, kind) data: hits, misses, what it holds.
+    pub fn data_cache_stats(&self) -> CacheStats {
+        self.index.cache().stats()
     }
 
     /// `(kind, version)` of every kind that user has written, sorted by kind.

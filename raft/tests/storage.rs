@@ -58,12 +58,18 @@ struct Opened {
 
 /// Kinds the tests' storage keeps in memory (`has_data`); "vcard" is read from RocksDB.
 const MEMORY_KINDS: [&str; 2] = ["r", "roster"];
+/// Kinds whose whole data the tests' storage caches (`DataCache`); "r" is not cached.
+const CACHED_KINDS: [&str; 2] = ["roster", "vcard"];
 
 async fn open_in(dir: &std::path::Path) -> Storage {
     Storage::open_async(dir)
         .await
         .unwrap()
-        .keep_in_memory(MEMORY_KINDS.map(String::from))
+        .keep_in_memory_with_cache(
+            MEMORY_KINDS.map(String::from),
+            CACHED_KINDS.map(String::from),
+            1 << 20,
+        )
 }
 
 async fn open() -> Opened {
@@ -555,6 +561,137 @@ async fn which_users_hold_a_kind_kept_in_memory_follows_every_change() {
     let reader = storage.reader();
     assert!(reader.has_data("bo@x", "roster").unwrap());
     assert!(!reader.has_data("al@x", "roster").unwrap());
+}
+
+/// A cached kind read after a write, a clear, an account's deletion, a snapshot install
+/// over other state, and a restart gives what the database holds, never the read before.
+#[tokio::test]
+async fn a_cached_kind_is_read_anew_after_every_change() {
+    let mut leader = open().await;
+    let mut follower = open().await;
+    let whole = |r: &StateReader, user: &str| {
+        (
+            r.data_version(user, "roster").unwrap(),
+            r.data_all(user, "roster")
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>(),
+        )
+    };
+    leader
+        .sm
+        .apply([entry(
+            1,
+            req(
+                1,
+                vec![
+                    create_user("al@x"),
+                    create_user("bo@x"),
+                    put_data("al@x", "roster", &[("b@x", b"item")]),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(whole(&leader.reader, "al@x"), (1, vec!["b@x".to_string()]));
+    assert_eq!(whole(&leader.reader, "bo@x"), (0, vec![]));
+    let before = leader.reader.data_cache_stats();
+    assert_eq!(whole(&leader.reader, "al@x"), (1, vec!["b@x".to_string()]));
+    let after = leader.reader.data_cache_stats();
+    assert!(after.hits > before.hits, "read again from memory");
+    assert_eq!(after.misses, before.misses);
+
+    // Read (and cached) before the install, replaced by it.
+    follower
+        .sm
+        .apply([entry(
+            1,
+            req(
+                1,
+                vec![
+                    create_user("al@x"),
+                    put_data("al@x", "roster", &[("zed@x", b"item")]),
+                    put_data("al@x", "roster", &[("zod@x", b"item")]),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        whole(&follower.reader, "al@x"),
+        (2, vec!["zed@x".to_string(), "zod@x".to_string()])
+    );
+    install_from(&mut leader, &mut follower).await;
+    assert_eq!(
+        whole(&follower.reader, "al@x"),
+        (1, vec!["b@x".to_string()]),
+        "the snapshot's, not the cached read"
+    );
+
+    leader
+        .sm
+        .apply([entry(
+            2,
+            req(
+                2,
+                vec![
+                    put_data("bo@x", "roster", &[("c@x", b"item")]),
+                    data_write("al@x", "roster", true, &[], &[], None),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(whole(&leader.reader, "al@x"), (2, vec![]), "cleared");
+    assert_eq!(whole(&leader.reader, "bo@x"), (1, vec!["c@x".to_string()]));
+    leader
+        .sm
+        .apply([entry(
+            3,
+            req(
+                3,
+                vec![Command::DeleteUser {
+                    user: "bo@x".into(),
+                }],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        whole(&leader.reader, "bo@x"),
+        (0, vec![]),
+        "account deleted"
+    );
+    leader
+        .sm
+        .apply([entry(
+            4,
+            req(
+                4,
+                vec![
+                    create_user("bo@x"),
+                    put_data("bo@x", "roster", &[("d@x", b"item")]),
+                ],
+            ),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(whole(&leader.reader, "bo@x"), (1, vec!["d@x".to_string()]));
+
+    let Opened {
+        _dir: dir,
+        sm,
+        reader,
+        events,
+    } = leader;
+    drop((sm, reader, events));
+    let storage = open_in(dir.path()).await;
+    let (tx, _rx) = broadcast::channel(16);
+    let _sm = storage.state_machine(tx).await.unwrap();
+    let reader = storage.reader();
+    assert_eq!(whole(&reader, "bo@x"), (1, vec!["d@x".to_string()]));
+    assert_eq!(whole(&reader, "al@x"), (2, vec![]));
 }
 
 fn req(serial: u64, commands: Vec<Command>) -> Request {

@@ -55,6 +55,13 @@ pub fn memory_kinds() -> Vec<String> {
     vec![xep::blocking::KIND.to_string()]
 }
 
+/// Data kinds read whole several times for every login, logout and presence: the last
+/// reads are kept in memory by the state machine (`RaftConfig::cached_kinds`, within
+/// `cluster.data_cache_bytes`), true to the replica at every applied index.
+pub fn cached_kinds() -> Vec<String> {
+    vec![crate::im::roster::KIND.to_string()]
+}
+
 /// The delivery hooks the router runs, in order: the block list screens first and
 /// filters the presence audience that presence fan-out makes; carbons; offline storage.
 pub fn delivery_hooks(state: StateReader, offline: crate::im::offline::OfflineHook) -> Hooks {

@@ -155,6 +155,22 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
         "reads of the local replica that failed (storage error or undecodable value)",
         ConstCounter::new(state.raft.state().read_errors()),
     );
+    let cache = state.raft.state().data_cache_stats();
+    registry.register(
+        "state_data_cache_hits",
+        "whole-data reads (rosters) answered from memory (cluster.data_cache_bytes)",
+        ConstCounter::new(cache.hits),
+    );
+    registry.register(
+        "state_data_cache_misses",
+        "whole-data reads (rosters) that went to RocksDB",
+        ConstCounter::new(cache.misses),
+    );
+    registry.register(
+        "state_data_cache_bytes",
+        "bytes of whole data (rosters) held in memory, at most cluster.data_cache_bytes",
+        ConstGauge::new(cache.bytes as i64),
+    );
     registry.register(
         "c2s_sessions",
         "bound client streams on this node",

@@ -61,6 +61,9 @@ pub async fn serve(settings: Settings) -> Result<()> {
                 settings.cluster.handshake_timeout_ms,
             ),
             memory_kinds: crate::features::memory_kinds(),
+            cached_kinds: crate::features::cached_kinds(),
+            data_cache_bytes: usize::try_from(settings.cluster.data_cache_bytes)
+                .unwrap_or(usize::MAX),
         },
         StartMode::Join,
     )

@@ -10,13 +10,15 @@
 //! It changes in the same apply step as the state machine, after the write and before
 //! the applied index moves, so a reader that waits for an index sees both. Until it is
 //! built, or after a refresh it could not finish, it answers nothing and readers ask
-//! RocksDB as before: it can be slow, never wrong.
+//! RocksDB as before: it can be slow, never wrong. The same steps keep the cache of whole
+//! (user, kind) data (`DataCache`) true.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use rocksdb::{Direction, IteratorMode, DB};
 
+use super::data_cache::DataCache;
 use super::keys::{self, CF_DATA, CF_DATA_META};
 use super::{cf, DbError};
 use crate::types::StateEvent;
@@ -27,14 +29,24 @@ type Holders = HashMap<String, HashSet<String>>;
 pub struct DataIndex {
     kinds: HashSet<String>,
     holders: RwLock<Option<Holders>>,
+    cache: DataCache,
 }
 
 impl DataIndex {
     pub fn new(kinds: impl IntoIterator<Item = String>) -> DataIndex {
+        DataIndex::with_cache(kinds, DataCache::new([], 0))
+    }
+
+    pub fn with_cache(kinds: impl IntoIterator<Item = String>, cache: DataCache) -> DataIndex {
         DataIndex {
             kinds: kinds.into_iter().collect(),
             holders: RwLock::new(None),
+            cache,
         }
+    }
+
+    pub fn cache(&self) -> &DataCache {
+        &self.cache
     }
 
     /// Whether `user` holds any item of `kind`; `None` when this index cannot say (a kind
@@ -52,6 +64,7 @@ impl DataIndex {
     /// a seek for the kinds kept. Run at open and after a snapshot replaced the state. A
     /// read that fails leaves it unbuilt: readers ask the database.
     pub(crate) fn rebuild(&self, db: &DB) {
+        self.cache.clear();
         if self.kinds.is_empty() {
             return;
         }
@@ -91,6 +104,7 @@ impl DataIndex {
     /// Brings the index up to a write that produced `events`. A read that fails leaves the
     /// index unbuilt (readers fall back to RocksDB) until the next rebuild.
     pub(crate) fn refresh(&self, db: &DB, events: &[StateEvent]) {
+        self.cache.forget(events);
         let relevant = |e: &StateEvent| match e {
             StateEvent::DataChanged { kind, .. } => self.kinds.contains(kind),
             StateEvent::UserDeleted { .. } => true,

@@ -1,5 +1,6 @@
 //! openraft storage v2 on one RocksDB: the log store (`log`) and the state machine (`sm`).
 
+mod data_cache;
 mod data_index;
 pub mod keys;
 mod log;
@@ -14,6 +15,7 @@ use openraft::{AnyError, StorageIOError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
 use tokio::sync::broadcast;
 
+pub use self::data_cache::{CacheStats, CachedData, DataCache};
 pub(crate) use self::data_index::{any_item, DataIndex};
 pub use self::log::LogStore;
 pub use self::sm::{SnapshotBuilder, StateMachine};
@@ -124,6 +126,18 @@ impl Storage {
     /// answered without a RocksDB read). Call before making the state machine or readers.
     pub fn keep_in_memory(mut self, kinds: impl IntoIterator<Item = String>) -> Storage {
         self.index = Arc::new(DataIndex::new(kinds));
+        self
+    }
+
+    /// `keep_in_memory`, and also the whole data of `cached` kinds, the most recently
+    /// read within `budget` bytes (`DataCache`).
+    pub fn keep_in_memory_with_cache(
+        mut self,
+        kinds: impl IntoIterator<Item = String>,
+        cached: impl IntoIterator<Item = String>,
+        budget: usize,
+    ) -> Storage {
+        self.index = Arc::new(DataIndex::with_cache(kinds, DataCache::new(cached, budget)));
         self
     }
 
