@@ -153,7 +153,9 @@ pub const MAX_OPEN_TABLE_FILES: i32 = 128;
 /// The table cache is split into 2^bits shards, each holding an equal share of
 /// `MAX_OPEN_TABLE_FILES`. RocksDB's default, 6 bits, leaves two files per shard: two
 /// files of one shard then close each other, and every read of them opens a table file
-/// again (measured: a quarter of a node's CPU in a login storm). Three bits leave 14.
+/// again (one login storm spent a quarter of a node's CPU opening table files, with 23
+/// files and room for 128: this sharing explains it, not reproduced on demand). Three
+/// bits leave 14.
 pub const TABLE_CACHE_SHARD_BITS: i32 = 3;
 
 /// Bytes of entries in one AppendEntries, past which it goes in parts (one entry alone

@@ -109,7 +109,7 @@ impl RaftNode {
 
         let storage = Storage::open_async(&cfg.data_dir.join("raft"))
             .await?
-            .keep_in_memory_with_cache(
+            .keep_in_memory(
                 cfg.memory_kinds.iter().cloned(),
                 cfg.cached_kinds.iter().cloned(),
                 cfg.data_cache_bytes,

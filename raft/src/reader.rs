@@ -40,6 +40,8 @@ pub struct StateReader {
 }
 
 type Read<T> = Result<T, ReadError>;
+/// (key, value) pairs of one (user, kind), sorted by key.
+type Items = Vec<(String, Vec<u8>)>;
 
 /// Names the state machine refuses to store (empty, NUL) are never found, rather than
 /// looked up under a key they could not have been written to.
@@ -291,6 +293,22 @@ impl StateReader {
         Ok(self
             .get(CF_DATA_META, &keys::pair_key(user, kind))?
             .unwrap_or(0))
+    }
+
+    /// The version of (user, kind) and every (key, value) of it: one read where the kind
+    /// is cached, not two.
+    pub fn data_with_version(&self, user: &str, kind: &str) -> Read<(u64, Items)> {
+        self.check_user_fault(kind, user)?;
+        if !valid_names(&[user, kind]) {
+            return Ok((0, Vec::new()));
+        }
+        if let Some(whole) = self.cached(user, kind)? {
+            return Ok((whole.version, whole.items.clone()));
+        }
+        Ok((
+            self.stored_version(user, kind)?,
+            self.scan_data(user, kind)?,
+        ))
     }
 
     /// The whole of (user, kind) when that kind is cached in memory (`DataCache`): from

@@ -62,14 +62,11 @@ const MEMORY_KINDS: [&str; 2] = ["r", "roster"];
 const CACHED_KINDS: [&str; 2] = ["roster", "vcard"];
 
 async fn open_in(dir: &std::path::Path) -> Storage {
-    Storage::open_async(dir)
-        .await
-        .unwrap()
-        .keep_in_memory_with_cache(
-            MEMORY_KINDS.map(String::from),
-            CACHED_KINDS.map(String::from),
-            1 << 20,
-        )
+    Storage::open_async(dir).await.unwrap().keep_in_memory(
+        MEMORY_KINDS.map(String::from),
+        CACHED_KINDS.map(String::from),
+        1 << 20,
+    )
 }
 
 async fn open() -> Opened {

@@ -133,11 +133,12 @@ fn pending_key(jid: &str) -> String {
 }
 
 pub fn load(state: &StateReader, user: &str) -> Result<Roster, ReadError> {
+    let (version, items) = state.data_with_version(user, KIND)?;
     let mut roster = Roster {
-        version: state.data_version(user, KIND)?,
+        version,
         ..Default::default()
     };
-    for (key, value) in state.data_all(user, KIND)? {
+    for (key, value) in items {
         if let Some(jid) = key.strip_prefix("i:") {
             if let Ok(item) = serde_json::from_slice::<RosterItem>(&value) {
                 roster.items.insert(jid.to_string(), item);

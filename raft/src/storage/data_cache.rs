@@ -4,8 +4,8 @@
 //! A roster is read several times for every login and logout (the roster request, the
 //! probes and the broadcast of initial presence, the broadcast of the last unavailable
 //! presence) and again for every presence a user sends; each read was a version lookup
-//! and a prefix scan in RocksDB, most of a node's RocksDB time in a login storm
-//! (docs/benchmarks.md, "Where the time went"). This cache keeps the last read of (user,
+//! and a prefix scan in RocksDB: under a sixth of a node's samples in a login storm
+//! (docs/benchmarks.md, "Where the time went", step 4). This cache keeps the last read of (user,
 //! kind) for the kinds a node names (`RaftConfig::cached_kinds`), within a byte budget
 //! (`cluster.data_cache_bytes`), the least recently used out first.
 //!

@@ -122,16 +122,11 @@ impl Storage {
         })
     }
 
-    /// Keep in memory which users hold any item of these data kinds (`has_data` is then
-    /// answered without a RocksDB read). Call before making the state machine or readers.
-    pub fn keep_in_memory(mut self, kinds: impl IntoIterator<Item = String>) -> Storage {
-        self.index = Arc::new(DataIndex::new(kinds));
-        self
-    }
-
-    /// `keep_in_memory`, and also the whole data of `cached` kinds, the most recently
-    /// read within `budget` bytes (`DataCache`).
-    pub fn keep_in_memory_with_cache(
+    /// Keep in memory which users hold any item of the `kinds` (`has_data` is then
+    /// answered without a RocksDB read), and the whole data of the `cached` kinds, the most
+    /// recently read within `budget` bytes (`DataCache`). Call before making the state
+    /// machine or readers.
+    pub fn keep_in_memory(
         mut self,
         kinds: impl IntoIterator<Item = String>,
         cached: impl IntoIterator<Item = String>,
