@@ -1060,6 +1060,10 @@ async fn a_full_peer_link_refuses_and_counts_and_the_chat_it_refused_is_kept() {
             "limits.offline_messages=10000",
             "--set",
             "limits.offline_bytes=268435456",
+            // The pause below must not pass for a failure (that would drop bob's route
+            // and end his stream: another test's subject), however slow the machine.
+            "--set",
+            "cluster.failure.timeout=30",
         ],
     );
     nodes[0].add_user("alice@localhost", "pw");

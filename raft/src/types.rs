@@ -37,9 +37,12 @@ pub struct Route {
 /// The PBKDF2-derived SCRAM keys of one hash function (RFC 5802).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScramCredential {
+    #[serde(with = "serde_bytes")]
     pub salt: Vec<u8>,
     pub iterations: u32,
+    #[serde(with = "serde_bytes")]
     pub stored_key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub server_key: Vec<u8>,
 }
 
@@ -96,6 +99,7 @@ pub enum Command {
         kind: String,
         clear: bool,
         deletes: Vec<String>,
+        #[serde(with = "crate::codec::byte_pairs")]
         puts: Vec<(String, Vec<u8>)>,
         expect_version: Option<u64>,
     },
@@ -104,6 +108,7 @@ pub enum Command {
     QueuePush {
         user: String,
         queue: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         limit: u64,
     },
@@ -149,6 +154,7 @@ pub enum Command {
     QueuePushBounded {
         user: String,
         queue: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         limit: u64,
         max_bytes: u64,

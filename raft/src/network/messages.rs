@@ -82,7 +82,7 @@ pub enum RpcRequest {
     ClientWrite(Request),
     /// An application request (membership, status, ...), answered by the handler the
     /// application registered.
-    App(Vec<u8>),
+    App(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RPCTypes};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use self::auth::ClusterIdentity;
@@ -34,9 +35,7 @@ pub use self::messages::{
 pub use self::server::{check_hello, AppFuture, AppHandler, AppHooks, LinkStream};
 pub use self::tls::{ClusterStream, ClusterTls};
 use crate::codec;
-use crate::config::{
-    CONNECT_TIMEOUT, MAX_APPEND_BYTES, MAX_FRAME_BYTES, MAX_IDLE_CONNECTIONS_PER_PEER,
-};
+use crate::config::{MAX_APPEND_BYTES, MAX_FRAME_BYTES, MAX_IDLE_CONNECTIONS_PER_PEER};
 use crate::types::{NodeId, TypeConfig};
 
 type Rpc<T, E = openraft::error::Infallible> =
@@ -81,6 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             conn: None,
+            connecting: None,
             idle: self.idle.clone(),
             retry: self.retry,
         }
@@ -93,6 +93,8 @@ pub struct PeerClient {
     target: NodeId,
     node: BasicNode,
     conn: Option<PeerConnection>,
+    /// A connection being made, which may outlive the call that started it (see `connect`).
+    connecting: Option<JoinHandle<Result<PeerConnection, ConnectError>>>,
     idle: IdlePool,
     retry: Duration,
 }
@@ -105,6 +107,9 @@ enum Failure {
 
 impl Drop for PeerClient {
     fn drop(&mut self) {
+        if let Some(connecting) = self.connecting.take() {
+            connecting.abort();
+        }
         if let Some(conn) = self.conn.take() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let slot = idle
@@ -137,27 +142,7 @@ impl PeerClient {
             let was_reused = reused.is_some();
             let mut conn = match reused {
                 Some(c) => c,
-                None => {
-                    let budget = deadline
-                        .saturating_duration_since(Instant::now())
-                        .min(CONNECT_TIMEOUT);
-                    let connect = PeerConnection::connect(
-                        &self.node.addr,
-                        self.from,
-                        self.target,
-                        &self.identity,
-                        Channel::Raft,
-                    );
-                    match tokio::time::timeout(budget, connect).await {
-                        Ok(Ok(c)) => c,
-                        Ok(Err(e)) => return Err(Failure::Unreachable(e)),
-                        Err(_) => {
-                            return Err(Failure::Unreachable(ConnectError::Timeout {
-                                addr: self.node.addr.clone(),
-                            }))
-                        }
-                    }
-                }
+                None => self.connect(deadline).await?,
             };
             // On timeout the connection is dropped with the future: its stream may still
             // carry the late response.
@@ -174,6 +159,40 @@ impl PeerClient {
                 }
                 Ok(Err(e)) => return Err(Failure::Call(e)),
             }
+        }
+    }
+
+    /// A new connection by `deadline`. The attempt itself runs for up to
+    /// `CONNECT_TIMEOUT` whatever the deadline, and a call that runs out of time leaves it
+    /// for the next call to pick up: a TLS handshake to a loaded peer can take longer than
+    /// one heartbeat-bound RPC, and an attempt dropped at each deadline would never
+    /// connect at all (found by tests/cluster.rs on a loaded machine: a leader stayed
+    /// cut off from both followers).
+    async fn connect(&mut self, deadline: Instant) -> Result<PeerConnection, Failure> {
+        let attempt = self.connecting.get_or_insert_with(|| {
+            let (addr, from, to) = (self.node.addr.clone(), self.from, self.target);
+            let identity = self.identity.clone();
+            // Bounded by CONNECT_TIMEOUT inside.
+            tokio::spawn(async move {
+                PeerConnection::connect(&addr, from, to, &identity, Channel::Raft).await
+            })
+        });
+        let outcome = match tokio::time::timeout_at(deadline, attempt).await {
+            Err(_) => {
+                return Err(Failure::Unreachable(ConnectError::Timeout {
+                    addr: self.node.addr.clone(),
+                }))
+            }
+            Ok(outcome) => outcome,
+        };
+        self.connecting = None;
+        match outcome {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(Failure::Unreachable(e)),
+            Err(join) => Err(Failure::Unreachable(ConnectError::Io {
+                addr: self.node.addr.clone(),
+                source: std::io::Error::other(join.to_string()),
+            })),
         }
     }
 

@@ -36,6 +36,7 @@ pub(crate) struct DataSet {
     pub user: String,
     pub kind: String,
     pub version: u64,
+    #[serde(with = "crate::codec::byte_pairs")]
     pub items: Vec<(String, Vec<u8>)>,
 }
 
@@ -45,6 +46,7 @@ pub(crate) struct QueueSet {
     pub user: String,
     pub queue: String,
     pub meta: QueueMeta,
+    #[serde(with = "crate::codec::byte_pairs")]
     pub items: Vec<(u64, Vec<u8>)>,
 }
 
