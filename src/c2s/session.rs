@@ -198,7 +198,10 @@ impl Session {
                 self.c2s.stats.slow_clients.fetch_add(1, Ordering::Relaxed);
                 self.abort(ctx);
             }
-            Err(Refused::Closed) => self.abort(ctx),
+            // The writer has ended; `writer_ended` hears why (a stalled client is counted
+            // there) and stops the session. Stopping here first lost that count whenever a
+            // delivery came in between (found by tests/hostile_clients.rs).
+            Err(Refused::Closed) => self.closing = true,
         }
     }
 
