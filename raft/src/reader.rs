@@ -197,8 +197,9 @@ impl StateReader {
         let prefix = keys::node_route_prefix(node);
         let mut out = Vec::new();
         let routes_cf = cf(&self.db, CF_ROUTES);
-        for item in snap.iterator_cf(
+        for item in snap.iterator_cf_opt(
             cf(&self.db, CF_NODE_ROUTES),
+            crate::storage::bounded_to(&prefix),
             IteratorMode::From(&prefix, rocksdb::Direction::Forward),
         ) {
             let (k, _) = item.map_err(|e| self.storage_error(CF_NODE_ROUTES, e))?;
@@ -357,10 +358,7 @@ impl StateReader {
         let prefix = keys::pair_key(user, queue);
         let from = keys::queue_item_key(user, queue, first);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            cf(&self.db, CF_QUEUE),
-            IteratorMode::From(&from, rocksdb::Direction::Forward),
-        ) {
+        for item in crate::storage::prefix_iter(&self.db, CF_QUEUE, &prefix, &from) {
             let (k, v) = item.map_err(|e| self.storage_error(CF_QUEUE, e))?;
             if !k.starts_with(&prefix) {
                 break;

@@ -79,6 +79,10 @@ pub struct RouterStats {
     pub read_refusals: u64,
     /// State-machine events (routing changes, account changes) the router has handled.
     pub state_events: u64,
+    /// Which other nodes hold an account's streams: answered from memory (the state
+    /// unchanged since it was read), or read from the routing table.
+    pub remote_nodes_remembered: u64,
+    pub remote_nodes_read: u64,
 }
 
 /// A per-stream switch a feature sets on the sender's own session.

@@ -146,6 +146,16 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
         ConstCounter::new(stats.read_refusals),
     );
     registry.register(
+        "router_remote_nodes_remembered",
+        "lookups of which other nodes hold an account's streams answered from memory (the routing table unchanged since read)",
+        ConstCounter::new(stats.remote_nodes_remembered),
+    );
+    registry.register(
+        "router_remote_nodes_read",
+        "lookups of which other nodes hold an account's streams read from the routing table",
+        ConstCounter::new(stats.remote_nodes_read),
+    );
+    registry.register(
         "delivery_screened",
         "stanzas a delivery hook kept from a local account (a block list)",
         ConstCounter::new(state.c2s.hooks.screened()),
@@ -266,6 +276,11 @@ pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
             links.refused_full.load(Ordering::Relaxed),
         ),
         ("peer_link_connects", "peer link connections made", links.connects.load(Ordering::Relaxed)),
+        (
+            "peer_link_writes",
+            "writes to peer links, each carrying every frame queued at the time (frames per write: messages sent over writes)",
+            links.writes.load(Ordering::Relaxed),
+        ),
         (
             "peer_link_resent",
             "stanzas sent again on a new connection because the peer had not taken them",

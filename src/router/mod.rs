@@ -12,6 +12,7 @@
 //! take part through the delivery hooks they register (`bus::hooks`), and user actors
 //! are started by the spawner the node hands it.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -27,6 +28,9 @@ use crate::im::delivery;
 use crate::xmpp::element::Element;
 use crate::xmpp::error::{error_reply, StanzaErrorKind, StreamErrorKind};
 use crate::xmpp::stanza;
+use remote_nodes::RemoteNodes;
+
+mod remote_nodes;
 
 /// What a stream hears when a bind elsewhere replaced it.
 const REPLACED: &str = "replaced by a new connection";
@@ -46,6 +50,8 @@ pub struct Router {
     /// the next one (the grace covers a bind whose session has not registered yet).
     ghost_suspects: std::collections::HashSet<(String, String)>,
     users: HashMap<String, (UserHandle, usize)>,
+    /// Asked from `&self` paths; the actor runs on one thread.
+    remote_nodes: RefCell<RemoteNodes>,
     stats: RouterStats,
 }
 
@@ -68,6 +74,7 @@ impl Router {
             sessions: HashMap::new(),
             ghost_suspects: Default::default(),
             users: HashMap::new(),
+            remote_nodes: RefCell::default(),
             stats: RouterStats::default(),
         }
     }
@@ -304,16 +311,9 @@ impl Router {
 
     /// Other nodes that hold routes of this account, smallest id first.
     fn remote_nodes_of(&self, bare: &str) -> Result<Vec<u64>, ReadError> {
-        let mut nodes: Vec<u64> = self
-            .state
-            .routes_of(bare)?
-            .into_iter()
-            .map(|(_, r)| r.node)
-            .filter(|n| *n != self.node_id)
-            .collect();
-        nodes.sort_unstable();
-        nodes.dedup();
-        Ok(nodes)
+        self.remote_nodes
+            .borrow_mut()
+            .of(&self.state, self.node_id, bare)
     }
 
     /// Sends a user-actor message to the other nodes holding that account's resources.
@@ -733,6 +733,8 @@ impl Handler<GetStats> for Router {
         let mut stats = self.stats.clone();
         stats.sessions = self.sessions.len();
         stats.online_users = self.users.len();
+        let remote = self.remote_nodes.borrow();
+        (stats.remote_nodes_remembered, stats.remote_nodes_read) = (remote.hits, remote.reads);
         MessageResult(stats)
     }
 }

@@ -6,14 +6,25 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than u32"))?;
     // One buffer, one write: with TCP_NODELAY a separate header would go out as its own
     // packet.
     let mut buf = Vec::with_capacity(4 + payload.len());
+    append_frame(&mut buf, payload)?;
+    write_frames(w, &buf).await
+}
+
+/// Adds one frame to `buf`, for several frames to go out in one write (`write_frames`).
+pub fn append_frame(buf: &mut Vec<u8>, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than u32"))?;
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(payload);
-    w.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Writes frames made by `append_frame` and flushes them.
+pub async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[u8]) -> io::Result<()> {
+    w.write_all(frames).await?;
     w.flush().await
 }
 

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
-use rocksdb::{Direction, IteratorMode, DB};
+use rocksdb::{IteratorMode, DB};
 
 use super::data_cache::DataCache;
 use super::keys::{self, CF_DATA, CF_DATA_META};
@@ -153,10 +153,7 @@ impl DataIndex {
 /// Whether (user, kind) has at least one item in the database.
 pub(crate) fn any_item(db: &DB, user: &str, kind: &str) -> Result<bool, DbError> {
     let prefix = keys::pair_key(user, kind);
-    let mut items = db.iterator_cf(
-        cf(db, CF_DATA),
-        IteratorMode::From(&prefix, Direction::Forward),
-    );
+    let mut items = super::prefix_iter(db, CF_DATA, &prefix, &prefix);
     match items.next() {
         Some(item) => Ok(item?.0.starts_with(&prefix)),
         None => Ok(false),

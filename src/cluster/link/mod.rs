@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_raft::network::frame::{read_frame, write_frame};
+use chorus_raft::network::frame::{append_frame, read_frame, write_frame, write_frames};
 use chorus_raft::network::ClusterStream;
 use chorus_raft::network::{Channel, LinkStream};
 use chorus_raft::{NodeId, RaftNode, StateEvent};
@@ -45,6 +45,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Bytes queued or unacknowledged for one peer at most: with stanzas of up to
 /// `c2s.max_stanza_bytes`, a count alone would let a stalled peer pin gigabytes.
 const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Frames already queued are written together up to this many bytes.
+const BATCH_BYTES: usize = 64 * 1024;
 /// How often the set of links is checked against the membership.
 const MEMBERSHIP_CHECK: Duration = Duration::from_millis(500);
 
@@ -88,6 +90,8 @@ pub struct LinkStats {
     pub refused_down: AtomicU64,
     pub refused_full: AtomicU64,
     pub connects: AtomicU64,
+    /// Writes of frames on established connections (several frames may share one).
+    pub writes: AtomicU64,
     pub resent: AtomicU64,
     pub returned: AtomicU64,
     pub dropped_stale: AtomicU64,
@@ -488,15 +492,19 @@ impl LinkTask {
                     continue;
                 }
                 // An ack doubles as the keepalive that tells the peer we are not stale.
-                _ = ack_due.notified() => self.ack_frame(),
+                _ = ack_due.notified() => match self.lock_state().ack_if_new() {
+                    Some(ack) => ack,
+                    // It went out with frames written since.
+                    None => continue,
+                },
                 _ = keepalive.tick() => self.ack_frame(),
                 msg = queue.recv() => match msg {
                     Some(msg) => self.frame_for(msg),
                     None => break Served::Ended { greeted: true },
                 },
             };
-            let bytes = encode(&frame);
-            let written = write_frame(&mut write, &bytes);
+            let batch = self.batch_with_queued(frame, queue);
+            let written = write_frames(&mut write, &batch);
             tokio::pin!(written);
             // A half-written frame is only ever abandoned with its connection.
             let ended = loop {
@@ -582,6 +590,32 @@ impl LinkTask {
 
     fn ack_frame(&self) -> LinkFrame {
         self.lock_state().ack()
+    }
+
+    /// `first`, then whatever is already queued behind it and an ack if one is due,
+    /// framed for one write: under load one TLS record and one system call carry many
+    /// frames, and nothing waits for a batch to fill. About `BATCH_BYTES` at most (past it
+    /// the rest goes in the next write).
+    fn batch_with_queued(&self, first: LinkFrame, queue: &mut mpsc::Receiver<Outgoing>) -> Vec<u8> {
+        let mut batch = Vec::new();
+        let mut frame = first;
+        loop {
+            // A frame longer than u32 cannot be made: the queue's byte budget is far below.
+            let _ = append_frame(&mut batch, &encode(&frame));
+            if batch.len() >= BATCH_BYTES {
+                break;
+            }
+            match queue.try_recv() {
+                Ok(msg) => frame = self.frame_for(msg),
+                Err(_) => break,
+            }
+        }
+        // What this side took goes back with them, not in a write of its own.
+        if let Some(ack) = self.lock_state().ack_if_new() {
+            let _ = append_frame(&mut batch, &encode(&ack));
+        }
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        batch
     }
 
     /// Numbers a stanza and keeps it until acknowledged; resource state goes as it is.

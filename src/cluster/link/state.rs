@@ -85,6 +85,8 @@ pub struct LinkState {
     /// The last numbered message taken from the peer, and from which of its runs.
     took_from: u64,
     took_seq: u64,
+    /// `took_seq` as last acknowledged to the peer.
+    acked_out: u64,
     /// Bytes held for the peer, shared with whoever reserves them before a message is
     /// queued (`Links::send`): this side gives back what it drops, acks or returns.
     budget: Arc<AtomicUsize>,
@@ -100,6 +102,7 @@ impl LinkState {
             sent_to: 0,
             took_from: 0,
             took_seq: 0,
+            acked_out: 0,
             budget,
         }
     }
@@ -126,6 +129,8 @@ impl LinkState {
             self.took_from = theirs.incarnation;
             self.took_seq = 0;
         }
+        // Our hello told the peer what we took.
+        self.acked_out = self.took_seq;
         let mut given_back = Vec::new();
         if self.sent_to != 0 && self.sent_to != theirs.incarnation {
             // That run is gone with whatever it took but did not acknowledge.
@@ -187,8 +192,14 @@ impl LinkState {
     }
 
     /// The acknowledgement to send: everything taken so far.
-    pub fn ack(&self) -> LinkFrame {
+    pub fn ack(&mut self) -> LinkFrame {
+        self.acked_out = self.took_seq;
         LinkFrame::Ack { seq: self.took_seq }
+    }
+
+    /// `ack`, unless the peer was already told of everything taken.
+    pub fn ack_if_new(&mut self) -> Option<LinkFrame> {
+        (self.acked_out != self.took_seq).then(|| self.ack())
     }
 
     /// The peer took everything up to `seq`.

@@ -153,7 +153,11 @@ impl Sim {
             }
             Event::BAcks => {
                 if let Some(c) = &mut self.conn {
-                    c.to_a.push_back(self.b.ack());
+                    // As the link does: an ack only when B took something since the last
+                    // (the keepalive's unconditional ack is `ack`).
+                    if let Some(ack) = self.b.ack_if_new() {
+                        c.to_a.push_back(ack);
+                    }
                 }
             }
             Event::ToA => {
@@ -387,4 +391,28 @@ fn resource_updates_are_not_kept_for_the_next_connection() {
     a.disconnected([gone]);
     assert_eq!(a.held(), 0);
     assert_eq!(budget.load(Ordering::Acquire), 0);
+}
+
+#[test]
+fn an_ack_goes_out_once_for_what_was_taken() {
+    let mut a = LinkState::new(1, Arc::new(AtomicUsize::new(0)));
+    let mut b = LinkState::new(2, Arc::new(AtomicUsize::new(0)));
+    a.greeted(hello_of(b.hello()), Vec::new(), &HashSet::new());
+    b.greeted(hello_of(a.hello()), Vec::new(), &HashSet::new());
+    assert!(b.ack_if_new().is_none(), "nothing taken yet");
+    let LinkFrame::Numbered { seq, .. } = a.send(route(0)) else {
+        panic!("a stanza goes numbered")
+    };
+    assert!(b.take(seq));
+    assert!(matches!(b.ack_if_new(), Some(LinkFrame::Ack { seq: 1 })));
+    assert!(b.ack_if_new().is_none(), "already told");
+    assert!(
+        matches!(b.ack(), LinkFrame::Ack { seq: 1 }),
+        "a keepalive always goes"
+    );
+    // A new run of A numbers from 1 again; B's hello to it says what B took.
+    let mut a2 = LinkState::new(3, Arc::new(AtomicUsize::new(0)));
+    b.greeted(hello_of(a2.hello()), Vec::new(), &HashSet::new());
+    a2.greeted(hello_of(b.hello()), Vec::new(), &HashSet::new());
+    assert!(b.ack_if_new().is_none());
 }
