@@ -429,17 +429,19 @@ impl Cluster {
 
     /// Removes `node`, on the leader (asked on from here if this node is not it).
     pub async fn remove_member(&self, node: NodeId) -> ClusterResponse {
-        let removing_leader = self.raft.status().current_leader == Some(node);
-        let answer = match self.on_leader(ClusterRequest::Remove { node }) {
+        let (answer, asked) = match self.on_leader_naming(ClusterRequest::Remove { node }) {
             Some(forward) => forward.await,
             None => match membership::remove(self, node).await {
-                Ok(()) => ClusterResponse::Removed,
-                Err(e) => ClusterResponse::Refused(e),
+                Ok(()) => (ClusterResponse::Removed, Some(self.node_id())),
+                Err(e) => (ClusterResponse::Refused(e), Some(self.node_id())),
             },
         };
         // A leader asked to remove itself stops as soon as the change commits, and may
         // go before its answer does: the membership then says whether the removal
-        // happened (found by tests/cluster.rs under load).
+        // happened (found by tests/cluster.rs under load). Which node was asked is known
+        // only once it answered: right after another member left, the leader found while
+        // waiting may be the node being removed (found by the same test).
+        let removing_leader = asked == Some(node);
         match answer {
             ClusterResponse::Refused(e) if removing_leader => {
                 if self.left_membership(node).await {
@@ -473,6 +475,15 @@ impl Cluster {
         &self,
         request: ClusterRequest,
     ) -> Option<impl std::future::Future<Output = ClusterResponse> + '_> {
+        self.on_leader_naming(request)
+            .map(|forward| async move { forward.await.0 })
+    }
+
+    /// `on_leader`, also naming the node that answered (`None`: no leader was found).
+    fn on_leader_naming(
+        &self,
+        request: ClusterRequest,
+    ) -> Option<impl std::future::Future<Output = (ClusterResponse, Option<NodeId>)> + '_> {
         let leader = self.raft.status().current_leader;
         if leader == Some(self.node_id()) {
             return None;
@@ -483,20 +494,21 @@ impl Cluster {
             loop {
                 let leader = self.raft.status().current_leader;
                 if leader == Some(self.node_id()) {
-                    return Box::pin(self.handle(self.node_id(), request)).await;
+                    let answer = Box::pin(self.handle(self.node_id(), request)).await;
+                    return (answer, leader);
                 }
                 if let Some((leader, addr)) =
                     leader.and_then(|l| self.raft.member_addr(l).map(|a| (l, a)))
                 {
-                    return self
+                    let answer = self
                         .call(&addr, leader, &request)
                         .await
                         .unwrap_or_else(ClusterResponse::Refused);
+                    return (answer, Some(leader));
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return ClusterResponse::Refused(
-                        "no leader is known right now; retry in a few seconds".into(),
-                    );
+                    let refused = "no leader is known right now; retry in a few seconds";
+                    return (ClusterResponse::Refused(refused.into()), None);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
