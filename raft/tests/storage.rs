@@ -70,7 +70,10 @@ async fn open_in(dir: &std::path::Path) -> Storage {
 }
 
 async fn open() -> Opened {
-    let dir = tempfile::tempdir().unwrap();
+    open_at(tempfile::tempdir().unwrap()).await
+}
+
+async fn open_at(dir: TempDir) -> Opened {
     let storage = open_in(dir.path()).await;
     let (tx, events) = broadcast::channel(4096);
     let sm = storage.state_machine(tx).await.unwrap();
@@ -79,6 +82,20 @@ async fn open() -> Opened {
         _dir: dir,
         sm,
         events,
+    }
+}
+
+impl Opened {
+    /// The same database closed and opened again, as a node that restarts.
+    async fn reopened(self) -> Opened {
+        let Opened {
+            _dir: dir,
+            sm,
+            reader,
+            events,
+        } = self;
+        drop((sm, reader, events));
+        open_at(dir).await
     }
 }
 
@@ -545,17 +562,8 @@ async fn which_users_hold_a_kind_kept_in_memory_follows_every_change() {
         .unwrap();
 
     // Built again from the database when the node starts.
-    let Opened {
-        _dir: dir,
-        sm,
-        reader,
-        events,
-    } = leader;
-    drop((sm, reader, events));
-    let storage = open_in(dir.path()).await;
-    let (tx, _rx) = broadcast::channel(16);
-    let _sm = storage.state_machine(tx).await.unwrap();
-    let reader = storage.reader();
+    let restarted = leader.reopened().await;
+    let reader = &restarted.reader;
     assert!(reader.has_data("bo@x", "roster").unwrap());
     assert!(!reader.has_data("al@x", "roster").unwrap());
 }
@@ -676,19 +684,10 @@ async fn a_cached_kind_is_read_anew_after_every_change() {
         .unwrap();
     assert_eq!(whole(&leader.reader, "bo@x"), (1, vec!["d@x".to_string()]));
 
-    let Opened {
-        _dir: dir,
-        sm,
-        reader,
-        events,
-    } = leader;
-    drop((sm, reader, events));
-    let storage = open_in(dir.path()).await;
-    let (tx, _rx) = broadcast::channel(16);
-    let _sm = storage.state_machine(tx).await.unwrap();
-    let reader = storage.reader();
-    assert_eq!(whole(&reader, "bo@x"), (1, vec!["d@x".to_string()]));
-    assert_eq!(whole(&reader, "al@x"), (2, vec![]));
+    let restarted = leader.reopened().await;
+    let reader = &restarted.reader;
+    assert_eq!(whole(reader, "bo@x"), (1, vec!["d@x".to_string()]));
+    assert_eq!(whole(reader, "al@x"), (2, vec![]));
 }
 
 fn req(serial: u64, commands: Vec<Command>) -> Request {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::data_index::changes_any_of;
 use crate::types::StateEvent;
 
 /// One (user, kind) as read: its version and its items, sorted by key.
@@ -152,12 +153,7 @@ impl DataCache {
     /// Forgets what the writes that produced `events` changed. Called in the apply step,
     /// after the write and before the applied index moves.
     pub(crate) fn forget(&self, events: &[StateEvent]) {
-        let relevant = |e: &StateEvent| match e {
-            StateEvent::DataChanged { kind, .. } => self.keeps(kind),
-            StateEvent::UserDeleted { .. } => true,
-            _ => false,
-        };
-        if !events.iter().any(relevant) {
+        if !changes_any_of(events, |kind| self.keeps(kind)) {
             return;
         }
         let Some(mut inner) = self.lock() else {

@@ -105,14 +105,9 @@ impl DataIndex {
     /// index unbuilt (readers fall back to RocksDB) until the next rebuild.
     pub(crate) fn refresh(&self, db: &DB, events: &[StateEvent]) {
         self.cache.forget(events);
-        let relevant = |e: &StateEvent| match e {
-            StateEvent::DataChanged { kind, .. } => self.kinds.contains(kind),
-            StateEvent::UserDeleted { .. } => true,
-            _ => false,
-        };
         // Every applied batch passes here: most change none of the kinds kept, and they
         // take no lock the stanza path's readers wait on.
-        if self.kinds.is_empty() || !events.iter().any(relevant) {
+        if self.kinds.is_empty() || !changes_any_of(events, |kind| self.kinds.contains(kind)) {
             return;
         }
         let mut holders = self.holders.write().unwrap_or_else(|p| p.into_inner());
@@ -148,6 +143,16 @@ impl DataIndex {
             }
         }
     }
+}
+
+/// Whether `events` change data of a kind `kept` says yes to (a write of it, or an
+/// account deleted with all its data).
+pub(super) fn changes_any_of(events: &[StateEvent], kept: impl Fn(&str) -> bool) -> bool {
+    events.iter().any(|e| match e {
+        StateEvent::DataChanged { kind, .. } => kept(kind),
+        StateEvent::UserDeleted { .. } => true,
+        _ => false,
+    })
 }
 
 /// Whether (user, kind) has at least one item in the database.

@@ -82,10 +82,9 @@ pub(crate) fn scan_prefix(db: &DB, cf_name: &str, prefix: &[u8]) -> Result<KeyVa
 
 /// Read options that end an iteration at the first key past `prefix`. Without the bound,
 /// the step after the prefix's last live key walks over every deleted key that follows
-/// (RocksDB keeps them until compaction) to find the next live one: with routes and
-/// offline queues written and removed at every login, a scan of one account's routes
-/// then read thousands of other accounts' deleted ones (a sixth of a three-node cluster's
-/// CPU in chat, docs/benchmarks.md step 5).
+/// (RocksDB keeps them until compaction) to find the next live one, and routes and
+/// offline queues are written and removed at every login: in a three-node cluster's chat,
+/// that step (`DBIter::Next`) was 7 % of the samples (docs/benchmarks.md step 5).
 pub(crate) fn bounded_to(prefix: &[u8]) -> ReadOptions {
     let mut opts = ReadOptions::default();
     let mut upper = prefix.to_vec();
