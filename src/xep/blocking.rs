@@ -67,6 +67,10 @@ const MAX_ATTEMPTS: usize = 16;
 
 /// The account's block list, read from the local replica.
 pub fn load(state: &StateReader, user: &str) -> Result<BTreeSet<String>, ReadError> {
+    // From memory: most accounts hold no list, and presence reads it at every broadcast.
+    if !state.has_data(user, KIND)? {
+        return Ok(BTreeSet::new());
+    }
     Ok(state
         .data_all(user, KIND)?
         .into_iter()
@@ -191,9 +195,8 @@ impl DeliveryHook for BlockingHook {
     }
 
     fn presence_audience(&self, user: &str, audience: &mut Vec<String>) -> Result<(), ReadError> {
-        // Nothing to screen, or no list to screen by (answered from memory): most
-        // presence of most accounts, read whole from RocksDB each time until 2026-12-07.
-        if audience.is_empty() || !self.state.has_data(user, KIND)? {
+        // Nothing to screen: no list read at all.
+        if audience.is_empty() {
             return Ok(());
         }
         let list = load(&self.state, user)?;
